@@ -46,6 +46,8 @@ class SynthConfig:
     region_area: tuple[float, float] = (0.4, 1.0)  # area fraction range of the box
     region_ratio: tuple[float, float] = (0.75, 1.3333)  # aspect ratio range of the box
     canvas_scale: float = 1.0  # stored image size relative to the teacher input
+    label_temperature: float = 1.0  # softmax temperature of the RLC soft targets
+    best_every: int = 10  # check the stored-form image every N steps of the last quarter
     seed: int = 0
     device: str = "cpu"
     amp: bool = False  # bfloat16/float16 autocast on GPU
@@ -75,6 +77,8 @@ class SynthConfig:
             (0 < self.region_ratio[0] <= self.region_ratio[1],
              "synth.region_ratio must be [lo, hi] with 0 < lo <= hi"),
             (self.canvas_scale >= 1.0, "synth.canvas_scale must be >= 1"),
+            (self.label_temperature > 0, "synth.label_temperature must be > 0"),
+            (self.best_every >= 1, "synth.best_every must be >= 1"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -228,3 +232,85 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 def dump_yaml(obj: Any) -> str:
     return yaml.safe_dump(to_dict(obj), sort_keys=False)
+
+
+# ----------------------------------------------------------------------------- search (NAS)
+
+
+@dataclasses.dataclass
+class DartsSearchConfig:
+    """DARTS bilevel search: alphas by Adam on the val split (values of the DARTS paper)."""
+
+    order: int = 1  # 1 = first order, 2 = unrolled second order (finite-difference HVP)
+    arch_lr: float = 3e-4
+    arch_betas: tuple[float, float] = (0.5, 0.999)
+    arch_weight_decay: float = 1e-3
+    unrolled_lr: float | None = None  # xi of the virtual step; None = current weight lr
+    hvp_eps: float = 0.01  # finite-difference step = hvp_eps / ||grad_w' L_val||
+
+
+@dataclasses.dataclass
+class ProxylessSearchConfig:
+    """ProxylessNAS: binarized paths, two-path gate gradients, hardware-aware loss."""
+
+    arch_lr: float = 1e-3
+    arch_betas: tuple[float, float] = (0.0, 0.999)
+    warmup_epochs: int = 0  # weight-only epochs (uniform single paths) before arch updates
+    hw_metric: Literal["flops", "latency", "none"] = "flops"
+    hw_target: float | None = None  # MFLOPs or ms; None = expected cost of the uniform start
+    hw_mode: Literal["mul", "add"] = "mul"  # loss*(cost/target)^beta or loss + lambda*cost/target
+    hw_beta: float = 0.6
+    hw_lambda: float = 0.1
+    latency_repeats: int = 10  # timed runs per candidate for the latency lookup table
+
+
+@dataclasses.dataclass
+class SposSearchConfig:
+    """SPOS: uniform single-path supernet training, then evolution under a FLOPs limit."""
+
+    flops_range: tuple[float, float] | None = None  # MFLOPs; rejection-sample training paths into it
+    flops_limit: float | None = None  # MFLOPs; evolution keeps only candidates under it
+    population: int = 20
+    generations: int = 5
+    topk: int = 5
+    mutation: int = 8  # children by mutation per generation
+    crossover: int = 8  # children by crossover per generation
+    mutation_prob: float = 0.1
+    bn_batches: int = 4  # training batches for BN recalibration of every candidate
+    val_batches: int = 4  # val batches to score a candidate (0 = whole val split)
+
+
+@dataclasses.dataclass
+class RandomSearchConfig:
+    """Random search: uniform samples, each trained briefly from scratch and scored on val."""
+
+    samples: int = 8
+    train_steps: int = 50  # SGD steps per sample (from scratch)
+    val_batches: int = 4  # 0 = whole val split
+
+
+@dataclasses.dataclass
+class SearchConfig:
+    """One `dfnas search` run. The resolved config is saved next to arch.json."""
+
+    algo: str = "darts"
+    space: str = "darts"
+    space_args: dict[str, Any] = dataclasses.field(default_factory=dict)  # sizes for create_space
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 0.025  # supernet weights: SGD with cosine decay to lr_min
+    lr_min: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    val_fraction: float = 0.5  # share of the data held out for the arch / scoring split
+    max_steps_per_epoch: int | None = None  # cap (quick runs, tests); None = whole split
+    max_shift: int | None = None  # random translation in pixels; None = H // 14
+    flip: bool = True  # horizontal flip, only where the input spec allows it
+    kd_temperature: float = 3.0  # synthetic data: KD to the stored logits at this T
+    seed: int = 0
+    device: str = "cpu"
+    darts: DartsSearchConfig = dataclasses.field(default_factory=DartsSearchConfig)
+    proxyless: ProxylessSearchConfig = dataclasses.field(default_factory=ProxylessSearchConfig)
+    spos: SposSearchConfig = dataclasses.field(default_factory=SposSearchConfig)
+    random: RandomSearchConfig = dataclasses.field(default_factory=RandomSearchConfig)
