@@ -1,0 +1,147 @@
+"""Read the teacher's BatchNorm inputs during a forward pass, for eager and TorchScript teachers.
+
+`FeatureProbe(teacher_module)(x)` returns the logits and a `Taps` record: per BN layer the
+batch mean/variance of its input (differentiable, so the BN-statistics loss can be
+backpropagated into the image), the running statistics they are compared with, and the
+penultimate features (input of the last linear layer) used by the diversity report.
+
+Eager modules use forward hooks. TorchScript modules accept no hooks, so the inlined forward
+graph is rewritten to also return the input of every `aten::batch_norm` node (and of the
+last `aten::linear`), then compiled as a function taking the module as `self`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from dfnas.teachers import BN_TYPES
+
+
+@dataclasses.dataclass
+class Taps:
+    means: list[torch.Tensor]
+    variances: list[torch.Tensor]
+    features: torch.Tensor | None = None
+
+
+def _batch_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    dims = [0] + list(range(2, x.dim()))  # over batch and every spatial position
+    var, mean = torch.var_mean(x.float(), dim=dims, correction=0)
+    return mean, var
+
+
+class FeatureProbe:
+    """Callable probe; `running` holds (running_mean, running_var) per BN layer in forward order."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        if isinstance(module, torch.jit.ScriptModule):
+            self._init_script(module)
+        else:
+            self._init_eager(module)
+
+    # ---------------------------------------------------------------- eager: forward hooks
+    def _init_eager(self, module: nn.Module) -> None:
+        self._bns = [m for m in module.modules() if isinstance(m, BN_TYPES)]
+        linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+        self._order: list[int] = []
+        self._stats: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._features: torch.Tensor | None = None
+        self._handles = []
+        for i, bn in enumerate(self._bns):
+            self._handles.append(bn.register_forward_hook(self._bn_hook(i)))
+        if linears:
+            self._handles.append(linears[-1].register_forward_hook(self._feat_hook))
+        self._running_order: list[int] | None = None
+
+    def _bn_hook(self, i: int):
+        def hook(_m: nn.Module, inp: tuple[torch.Tensor, ...], _out: torch.Tensor) -> None:
+            self._order.append(i)
+            self._stats.append(_batch_stats(inp[0]))
+
+        return hook
+
+    def _feat_hook(self, _m: nn.Module, inp: tuple[torch.Tensor, ...], _out: torch.Tensor) -> None:
+        self._features = inp[0]
+
+    def _call_eager(self, x: torch.Tensor) -> tuple[torch.Tensor, Taps]:
+        self._order, self._stats, self._features = [], [], None
+        logits = self.module(x)
+        if self._running_order is None:  # forward order may differ from registration order
+            self._running_order = list(self._order)
+        stats, self._stats = self._stats, []
+        return logits, Taps([m for m, _ in stats], [v for _, v in stats], self._features)
+
+    # ---------------------------------------------------------------- TorchScript: graph outputs
+    def _init_script(self, module: torch.jit.ScriptModule) -> None:
+        g = module.inlined_graph.copy()
+        self_v = next(g.inputs())
+        bns = g.findAllNodes("aten::batch_norm", True)
+        if any(n.owningBlock() != g.block() for n in bns):
+            raise ValueError("TorchScript teacher: BatchNorm inside control flow is not supported")
+        if len(list(g.outputs())) != 1:
+            raise ValueError("TorchScript teacher must return a single logits tensor")
+        for n in bns:
+            g.registerOutput(n.inputsAt(0))
+        linears = [n for n in g.findAllNodes("aten::linear", False)]
+        self._has_feat = bool(linears)
+        if linears:
+            g.registerOutput(linears[-1].inputsAt(0))
+        g.makeMultiOutputIntoTuple()
+        torch._C._jit_pass_lint(g)
+        self._fn = torch._C._create_function_from_graph("forward_with_taps", g)
+        self._script_bns = [(_attr_path(n.inputsAt(3), self_v), _attr_path(n.inputsAt(4), self_v)) for n in bns]
+
+    def _call_script(self, x: torch.Tensor) -> tuple[torch.Tensor, Taps]:
+        out = self._fn(self.module._c, x)
+        n = len(self._script_bns)
+        stats = [_batch_stats(t) for t in out[1 : 1 + n]]
+        feats = out[1 + n] if self._has_feat else None
+        return out[0], Taps([m for m, _ in stats], [v for _, v in stats], feats)
+
+    # ---------------------------------------------------------------- common
+    @property
+    def running(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Running statistics per BN call in forward order (read live: follows .to(device))."""
+        if isinstance(self.module, torch.jit.ScriptModule):
+            return [(_get(self.module, a), _get(self.module, b)) for a, b in self._script_bns]
+        if self._running_order is None:
+            raise RuntimeError("call the probe once before reading running statistics")
+        return [(self._bns[i].running_mean, self._bns[i].running_var) for i in self._running_order]
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, Taps]:
+        if isinstance(self.module, torch.jit.ScriptModule):
+            return self._call_script(x)
+        return self._call_eager(x)
+
+    def close(self) -> None:
+        for h in getattr(self, "_handles", []):
+            h.remove()
+
+
+def bn_losses(taps: Taps, running: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Per-layer ||mean - running_mean||_2 + ||var - running_var||_2, stacked (L,)."""
+    return torch.stack([
+        torch.linalg.vector_norm(m - rm.float()) + torch.linalg.vector_norm(v - rv.float())
+        for m, v, (rm, rv) in zip(taps.means, taps.variances, running, strict=True)
+    ])
+
+
+def _attr_path(v: torch._C.Value, self_v: torch._C.Value) -> list[str]:
+    path = []
+    while v is not self_v and v.node().kind() == "prim::GetAttr":
+        path.append(v.node().s("name"))
+        v = v.node().input()
+    if v is not self_v:
+        raise ValueError("TorchScript teacher: BatchNorm running statistics are not plain module buffers (frozen model?)")
+    return path[::-1]
+
+
+def _get(module: nn.Module, path: list[str]) -> torch.Tensor:
+    obj = module
+    for p in path:
+        obj = getattr(obj, p)
+    return obj

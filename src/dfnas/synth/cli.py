@@ -1,0 +1,72 @@
+"""`dfnas synth` (make a synthetic set) and `dfnas synth export` (ImageFolder of PNGs)."""
+
+from __future__ import annotations
+
+import argparse
+
+from dfnas.config import SynthConfig, apply_overrides, from_dict, load_yaml
+from dfnas.errors import DfnasError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "synth", help="synthesize a labelled image set from a teacher (model inversion + RLC)",
+        description="Synthesize a labelled image set from a teacher. `dfnas synth export DIR --imagefolder OUT` "
+        "writes an existing set as PNG class folders.",
+    )
+    p.add_argument("--teacher", help="mnist-cnn | file.py:factory | package.module:factory | model.ts")
+    p.add_argument("--weights", help="state dict for a factory teacher (.safetensors or .pt)")
+    p.add_argument("--spec", help="input spec JSON (needed for user teachers)")
+    p.add_argument("--out", help="output folder (created; an unfinished run there is resumed)")
+    p.add_argument("--config", help="YAML file with synth settings (flat, or under a 'synth:' section)")
+    p.add_argument("--per-class", type=int, dest="per_class", help="images per class per round")
+    p.add_argument("--rounds", type=int, help="label-calibration rounds (1 = plain inversion)")
+    p.add_argument("--steps", type=int, help="optimisation steps per batch")
+    p.add_argument("--batch-size", type=int, dest="batch_size")
+    p.add_argument("--no-regional", action="store_true", help="update the whole image every step (ablation)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="cpu | cuda | cuda:1 ...")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any synth setting, e.g. --set tv_l2=0.002")
+    p.add_argument("--force", action="store_true", help="replace an existing synthetic set made with another config")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or report table")
+    p.set_defaults(func=_synth)
+    esub = p.add_subparsers(dest="synth_command", metavar="export")
+    e = esub.add_parser("export", help="write a synthetic set as an ImageFolder tree of PNGs")
+    e.add_argument("dir", help="a dfnas synth output folder")
+    e.add_argument("--imagefolder", required=True, help="new folder for class subfolders 000_name/ ...")
+    e.set_defaults(func=_export)
+
+
+def synth_config_from_args(args: argparse.Namespace) -> SynthConfig:
+    data: dict = {}
+    if args.config:
+        raw = load_yaml(args.config)
+        data = raw.get("synth", raw) if isinstance(raw.get("synth"), dict) else raw
+    for key in ("per_class", "rounds", "steps", "batch_size", "seed", "device"):
+        if getattr(args, key) is not None:
+            data[key] = getattr(args, key)
+    if args.no_regional:
+        data["regional"] = False
+    apply_overrides(data, [s.removeprefix("synth.") for s in args.set])
+    return from_dict(SynthConfig, data, prefix="synth.")
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from dfnas.synth import synthesize
+    from dfnas.teachers import load_teacher
+
+    if not args.teacher or not args.out:
+        raise DfnasError("dfnas synth needs --teacher and --out (e.g. --teacher mnist-cnn --out runs/synth)")
+    cfg = synth_config_from_args(args)  # config errors before loading anything heavy
+    teacher = load_teacher(args.teacher, args.weights, args.spec)
+    rep = synthesize(teacher, cfg, args.out, force=args.force, progress=not args.quiet)
+    print(f"wrote {rep['images']} images to {args.out} (report: {args.out}/report.json, previews: {args.out}/previews/)")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from dfnas.synth.writer import export_imagefolder
+
+    n = export_imagefolder(args.dir, args.imagefolder)
+    print(f"exported {n} images to {args.imagefolder}")
+    return 0

@@ -1,0 +1,144 @@
+"""`dfnas synth`: invert a teacher into a labelled synthetic dataset, resumably.
+
+    dfnas synth --teacher mnist-cnn --out runs/synth --per-class 20 --rounds 3 --seed 0
+
+Work is split into (round, batch) units. Slot i of every round has class i % K, so every
+batch is class-balanced; round r >= 1 restarts the same slots from fresh noise with the
+teacher's softmax on round r-1's *stored* image as target (recursive label calibration).
+Each unit draws all its randomness from `derive_seed(seed, round, batch)`, so a resumed run
+(or a run split over ranks) produces exactly the shards of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from dfnas import __version__
+from dfnas.config import SynthConfig, dump_yaml, to_dict
+from dfnas.errors import DfnasError
+from dfnas.io import atomic_write_json, atomic_write_text, derive_seed
+from dfnas.synth.bn_hooks import FeatureProbe
+from dfnas.synth.engine import Inverter, quantize
+from dfnas.synth.report import format_report, quality_report
+from dfnas.synth.writer import DatasetWriter, read_dataset, save_grid
+from dfnas.teachers import Teacher, validate_teacher
+
+EXECUTION_KEYS = ("device", "amp", "channels_last", "log_every")  # do not change the result
+
+
+def fingerprint(teacher: Teacher, cfg: SynthConfig) -> str:
+    """What decides the dataset: config (minus execution settings), teacher weights, spec."""
+    c = {k: v for k, v in to_dict(cfg).items() if k not in EXECUTION_KEYS}
+    blob = json.dumps({"config": c, "teacher": teacher.weights_hash, "spec": teacher.spec.to_dict(),
+                       "format": 1}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def plan(cfg: SynthConfig, num_classes: int) -> list[torch.Tensor]:
+    """Slot classes of each batch of one round (class i % K for slot i)."""
+    slots = torch.arange(cfg.per_class * num_classes)
+    return [slots[i : i + cfg.batch_size] for i in range(0, len(slots), cfg.batch_size)]
+
+
+def synthesize(
+    teacher: Teacher, cfg: SynthConfig, out: str | Path, force: bool = False, progress: bool = True,
+    rank: int = 0, world_size: int = 1,
+) -> dict[str, Any]:
+    """Run (or resume) synthesis into `out`; returns the quality report."""
+    spec = teacher.spec
+    cfg = cfg.resolve(spec.height, spec.width)
+    cfg.validate(spec.num_classes)
+    n_bn = validate_teacher(teacher, need_bn=cfg.bn_weight > 0, device="cpu")
+    device = torch.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DfnasError("synth.device is cuda but no CUDA device is available; use --device cpu")
+    teacher.to(device)
+    if cfg.channels_last:
+        teacher.module.to(memory_format=torch.channels_last)
+    try:
+        probe = FeatureProbe(teacher.module)
+    except ValueError as e:
+        raise DfnasError(str(e)) from e
+    header = {
+        "fingerprint": fingerprint(teacher, cfg), "teacher": teacher.identity(), "spec": spec.to_dict(),
+        "config": to_dict(cfg), "seed": cfg.seed, "bn_layers": n_bn,
+    }
+    writer = DatasetWriter(out, header, force=force)
+    root = writer.root
+    atomic_write_text(root / "config.yaml", dump_yaml(cfg))
+
+    inverter = Inverter(probe, spec, cfg, device)
+    batches = plan(cfg, spec.num_classes)
+    jobs = [(r, b) for r in range(cfg.rounds) for b in range(len(batches)) if b % world_size == rank]
+    done = sum(writer.has(r, b) for r, b in jobs)
+    bar = tqdm(total=len(jobs) * cfg.steps, initial=done * cfg.steps, disable=not progress,
+               desc="synth", unit="step", dynamic_ncols=True, mininterval=0.5)
+    prev: dict[int, torch.Tensor] = {}  # logits of round r-1 per batch, kept while needed
+    for r, b in jobs:
+        if writer.has(r, b):
+            continue
+        slots = batches[b]
+        hard = slots % spec.num_classes
+        soft = None
+        if r > 0:
+            prev_logits = prev.pop(b, None)
+            if prev_logits is None:
+                prev_logits = writer.read_shard(r - 1, b)["logits"]
+            soft = torch.softmax(prev_logits.float() / cfg.label_temperature, dim=1)
+        gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "synth", r, b))
+
+        def on_step(step: int, terms: dict[str, torch.Tensor], r: int = r, b: int = b) -> None:
+            bar.update(1)
+            if step % cfg.log_every == 0:
+                bar.set_postfix_str(f"r{r} b{b} " + " ".join(f"{k}={v.item():.3g}" for k, v in terms.items()), refresh=False)
+
+        t0 = time.perf_counter()
+        x = inverter.invert(hard, soft, gen, on_step=on_step)
+        images = quantize(x).cpu()
+        _, logits = inverter.score_stored(images.float().div(255).to(device), hard.to(device), None)
+        seconds = time.perf_counter() - t0
+        writer.write_shard(r, b, {"images": images, "logits": logits.cpu(), "labels": hard,
+                                  "rounds": torch.full_like(hard, r), "slots": slots}, seconds)
+        if r + 1 < cfg.rounds:
+            prev[b] = logits.cpu()
+        if b == len(batches) - 1 or (r, b) == jobs[-1]:
+            _preview(writer, r, spec.num_classes)
+    bar.close()
+    if rank != 0:
+        return {}
+    writer.finish(spec.num_classes)
+    for r in range(cfg.rounds):
+        if not (root / "previews" / f"round-{r:02d}.png").is_file():
+            _preview(writer, r, spec.num_classes)
+    _, t = read_dataset(root)
+    secs: dict[int, float] = {}
+    for rec in writer.manifest["shards"].values():
+        secs[rec["round"]] = secs.get(rec["round"], 0.0) + rec["seconds"]
+    rep = quality_report(probe, spec, t["images"], t["logits"], t["labels"], t["rounds"], secs, device=str(device))
+    rep.update({"dfnas_version": __version__, "seed": cfg.seed, "teacher": teacher.identity(),
+                "images": len(t["labels"]), "steps_per_batch": cfg.steps,
+                "seconds_per_step": sum(secs.values()) / max(1, len(writer.manifest["shards"]) * cfg.steps)})
+    atomic_write_json(root / "report.json", rep)
+    probe.close()
+    if progress:
+        print(format_report(rep))
+    return rep
+
+
+def _preview(writer: DatasetWriter, r: int, num_classes: int) -> None:
+    names = sorted(n for n in writer.manifest["shards"] if n.startswith(f"round-{r:02d}/"))
+    if not names:
+        return
+    parts = [writer.read_shard(r, writer.manifest["shards"][n]["batch"]) for n in names]
+    images = torch.cat([p["images"] for p in parts])
+    labels = torch.cat([p["labels"] for p in parts])
+    save_grid(writer.root / "previews" / f"round-{r:02d}.png", images, labels, num_classes,
+              per_class=min(10, max(1, math.ceil(len(labels) / num_classes))))

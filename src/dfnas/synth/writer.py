@@ -1,0 +1,225 @@
+"""The synthetic-dataset folder: shards, manifest, previews; safe to kill at any moment.
+
+    DIR/manifest.json                      format, teacher identity, spec, resolved config,
+                                           seed, shard checksums, counts, status
+    DIR/config.yaml                        the resolved config
+    DIR/shards/round-RR/batch-BBBB.safetensors   images uint8 (N,C,H,W), logits float32
+                                           (recomputed on the stored uint8 images),
+                                           labels, rounds, slots (int64)
+    DIR/previews/round-RR.png              one row per class
+    DIR/report.json                        quality per round
+
+Each shard is written atomically, then recorded in the manifest (also atomic). A folder
+that is not ours, or ours with another fingerprint, or with a shard whose checksum fails,
+is refused before any work; nothing is deleted unless the user passes --force on a folder
+that is ours.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dfnas import __version__
+from dfnas.errors import DfnasError
+from dfnas.io import atomic_save, atomic_write_json, clean_temp_files, sha256_file
+
+FORMAT = "dfnas-synthetic"
+FORMAT_VERSION = 1
+SHARD_KEYS = ("images", "logits", "labels", "rounds", "slots")
+
+
+def shard_name(round_: int, batch: int) -> str:
+    return f"round-{round_:02d}/batch-{batch:04d}"
+
+
+class DatasetWriter:
+    """Owns one output folder during synthesis (rank 0 in a future multi-process run)."""
+
+    def __init__(self, root: str | Path, header: dict[str, Any], force: bool = False) -> None:
+        self.root = Path(root)
+        self.header = header
+        self.manifest = self._open(force)
+
+    # ------------------------------------------------------------------ open / resume / refuse
+    def _open(self, force: bool) -> dict[str, Any]:
+        root = self.root
+        mpath = root / "manifest.json"
+        if root.exists() and not root.is_dir():
+            raise DfnasError(f"output {root} is a file; pass --out with a folder")
+        if root.is_dir() and any(root.iterdir()):
+            if not mpath.is_file():
+                raise DfnasError(f"output folder {root} is not empty and holds no dfnas manifest; choose a new or empty --out (nothing was changed)")
+            try:
+                manifest = json.loads(mpath.read_text())
+            except json.JSONDecodeError as e:
+                raise DfnasError(f"{mpath} is corrupted ({e.msg}); move the folder away or choose another --out") from e
+            if manifest.get("format") != FORMAT:
+                raise DfnasError(f"{root} holds a '{manifest.get('format')}' folder, not a dfnas synthetic set; choose another --out")
+            if force:
+                self._wipe()
+            elif manifest.get("fingerprint") != self.header["fingerprint"]:
+                raise DfnasError(
+                    f"{root} holds a synthetic set made with another teacher or config; "
+                    "choose another --out, or pass --force to replace it"
+                )
+            else:
+                clean_temp_files(root)
+                self._verify(manifest)
+                return manifest
+        root.mkdir(parents=True, exist_ok=True)
+        manifest = {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "dfnas_version": __version__,
+            "status": "running", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **self.header, "shards": {},
+        }
+        atomic_write_json(mpath, manifest)
+        return manifest
+
+    def _wipe(self) -> None:
+        for name in ("shards", "previews"):
+            shutil.rmtree(self.root / name, ignore_errors=True)
+        for name in ("manifest.json", "report.json", "config.yaml"):
+            (self.root / name).unlink(missing_ok=True)
+
+    def _verify(self, manifest: dict[str, Any]) -> None:
+        for name, rec in manifest.get("shards", {}).items():
+            path = self.root / rec["file"]
+            if not path.is_file() or sha256_file(path) != rec["sha256"]:
+                raise DfnasError(
+                    f"shard {name} in {self.root} is missing or corrupted (checksum mismatch); "
+                    "rerun with --force to start over, or restore the file"
+                )
+
+    # ------------------------------------------------------------------ writing
+    def has(self, round_: int, batch: int) -> bool:
+        return shard_name(round_, batch) in self.manifest["shards"]
+
+    def write_shard(self, round_: int, batch: int, tensors: dict[str, torch.Tensor], seconds: float) -> None:
+        from safetensors.torch import save_file
+
+        name = shard_name(round_, batch)
+        rel = f"shards/{name}.safetensors"
+        data = {k: tensors[k].detach().cpu().contiguous() for k in SHARD_KEYS}
+        atomic_save(self.root / rel, lambda p: save_file(data, p, metadata={"round": str(round_), "batch": str(batch)}))
+        self.manifest["shards"][name] = {
+            "file": rel, "sha256": sha256_file(self.root / rel), "round": round_, "batch": batch,
+            "count": len(data["labels"]), "seconds": round(seconds, 3),
+        }
+        self.save_manifest()
+
+    def read_shard(self, round_: int, batch: int) -> dict[str, torch.Tensor]:
+        from safetensors.torch import load_file
+
+        return load_file(str(self.root / self.manifest["shards"][shard_name(round_, batch)]["file"]))
+
+    def save_manifest(self) -> None:
+        atomic_write_json(self.root / "manifest.json", self.manifest)
+
+    def finish(self, num_classes: int) -> None:
+        shards = sorted(self.manifest["shards"].values(), key=lambda r: (r["round"], r["batch"]))
+        labels, rounds = [], []
+        for rec in shards:
+            from safetensors import safe_open
+
+            with safe_open(str(self.root / rec["file"]), "pt") as f:
+                labels.append(f.get_tensor("labels"))
+                rounds.append(f.get_tensor("rounds"))
+        lab, rnd = torch.cat(labels), torch.cat(rounds)
+        self.manifest["counts"] = {
+            "total": len(lab),
+            "per_class": torch.bincount(lab, minlength=num_classes).tolist(),
+            "per_round": {str(r): int((rnd == r).sum()) for r in sorted(set(rnd.tolist()))},
+        }
+        self.manifest["dataset_sha256"] = hashlib.sha256("".join(r["sha256"] for r in shards).encode()).hexdigest()
+        self.manifest["status"] = "complete"
+        self.manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.save_manifest()
+
+
+# ---------------------------------------------------------------------- reading
+def read_dataset(root: str | Path, verify: bool = True) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Manifest and all shard tensors concatenated in (round, batch) order."""
+    from safetensors.torch import load_file
+
+    root = Path(root)
+    mpath = root / "manifest.json"
+    if not mpath.is_file():
+        raise DfnasError(f"{root} is not a dfnas synthetic set (no manifest.json); run `dfnas synth` first")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except json.JSONDecodeError as e:
+        raise DfnasError(f"{mpath} is corrupted ({e.msg}); regenerate the set") from e
+    if manifest.get("format") != FORMAT:
+        raise DfnasError(f"{root} is not a dfnas synthetic set (format {manifest.get('format')!r})")
+    if manifest.get("status") != "complete":
+        raise DfnasError(f"synthetic set {root} is not finished; rerun the same `dfnas synth` command to complete it")
+    shards = sorted(manifest["shards"].values(), key=lambda r: (r["round"], r["batch"]))
+    if not shards:
+        raise DfnasError(f"synthetic set {root} is empty")
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in SHARD_KEYS}
+    for rec in shards:
+        path = root / rec["file"]
+        if not path.is_file():
+            raise DfnasError(f"synthetic set {root} lacks shard {rec['file']}; regenerate the set")
+        if verify and sha256_file(path) != rec["sha256"]:
+            raise DfnasError(f"shard {rec['file']} of {root} is corrupted (checksum mismatch); regenerate the set")
+        t = load_file(str(path))
+        for k in SHARD_KEYS:
+            parts[k].append(t[k])
+    return manifest, {k: torch.cat(v) for k, v in parts.items()}
+
+
+# ---------------------------------------------------------------------- previews / export
+def save_grid(path: Path, images: torch.Tensor, labels: torch.Tensor, num_classes: int, per_class: int = 10) -> None:
+    """PNG grid, one row per class (teacher index order), up to `per_class` images a row."""
+    from PIL import Image
+
+    n, c, h, w = images.shape
+    scale = max(1, 56 // max(h, w))
+    pad = 2
+    grid = np.full((num_classes * (h + pad) + pad, per_class * (w + pad) + pad, 3), 64, dtype=np.uint8)
+    for k in range(num_classes):
+        idx = torch.nonzero(labels == k).flatten()[:per_class]
+        for j, i in enumerate(idx.tolist()):
+            im = images[i].permute(1, 2, 0).numpy()
+            im = np.repeat(im, 3, axis=2) if c == 1 else im[..., :3]
+            y0, x0 = pad + k * (h + pad), pad + j * (w + pad)
+            grid[y0 : y0 + h, x0 : x0 + w] = im
+    img = Image.fromarray(grid)
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    atomic_save(path, lambda p: img.save(p, format="PNG"))
+
+
+def export_imagefolder(root: str | Path, out: str | Path) -> int:
+    """PNG files in zero-padded class folders (`000_name/`) in teacher index order."""
+    from PIL import Image
+
+    manifest, t = read_dataset(root)
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise DfnasError(f"export folder {out} is not empty; choose a new folder")
+    names = manifest["spec"].get("class_names") or [str(i) for i in range(manifest["spec"]["num_classes"])]
+    width = max(3, len(str(len(names) - 1)))
+    images, labels, rounds, slots = t["images"], t["labels"], t["rounds"], t["slots"]
+    for k, name in enumerate(names):
+        (out / f"{k:0{width}d}_{_safe(name)}").mkdir(parents=True, exist_ok=True)
+    for i in range(len(labels)):
+        k = int(labels[i])
+        im = images[i].permute(1, 2, 0).numpy()
+        pil = Image.fromarray(im[..., 0] if im.shape[2] == 1 else im)
+        pil.save(out / f"{k:0{width}d}_{_safe(names[k])}" / f"r{int(rounds[i]):02d}_s{int(slots[i]):06d}.png")
+    atomic_write_json(out / "labels.json", {"classes": names, "source": str(Path(root).resolve().name), "count": len(labels)})
+    return len(labels)
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)[:64]
