@@ -157,6 +157,12 @@ def fix(model: nn.Module, arch: Arch) -> nn.Module:
                 _replace(child)
 
     _replace(model)
+    # Modules may tidy up once their decisions are final (e.g. a DARTS node drops the ops of
+    # the edges it did not choose, so the fixed network holds only what it computes).
+    for m in list(model.modules()):
+        hook = getattr(m, "after_fix", None)
+        if callable(hook):
+            hook()
     return model
 
 
