@@ -1,0 +1,223 @@
+"""DARTS (Liu, Simonyan, Yang, ICLR 2019): continuous relaxation + bilevel gradient descent.
+
+Every LayerChoice becomes a mixed op: the softmax(alpha)-weighted sum of its candidates
+(`none` candidates contribute exactly zero, so they are not run). Every InputChoice sums all
+its inputs in the supernet. Weights are trained on the train split (SGD, cosine), alphas on
+the val split (Adam, lr 3e-4, betas (0.5, 0.999), wd 1e-3).
+
+* first order: grad_alpha L_val(w, alpha). Taken with `autograd.grad` w.r.t. the alphas only,
+  so the backward pass skips every weight gradient (cheaper than a full backward).
+* second order: grad_alpha L_val(w', alpha) - xi * H, with the virtual step
+  w' = w - xi * (momentum * v + grad_w L_train(w) + wd * w) and the Hessian-vector product
+  H = [grad_alpha L_train(w+) - grad_alpha L_train(w-)] / (2 eps), w+- = w +- eps * grad_w' L_val,
+  eps = hvp_eps / ||grad_w' L_val||. Weights are moved in place and restored (no model copy).
+
+Derivation: an edge feeding an InputChoice takes its strongest non-`none` op, the InputChoice
+keeps its `n_chosen` strongest edges (strength = the edge's largest non-`none` weight);
+a LayerChoice without InputChoice (NB201 edge, a chain layer) takes its argmax.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from dfnas.io import derive_seed
+from dfnas.spaces.base import Arch, InputChoice, LayerChoice
+from dfnas.strategies.base import SearchResult, Strategy
+from dfnas.strategies.common import (
+    SearchContext,
+    choice_instances,
+    clip_grads,
+    evaluate,
+    is_zero_op,
+    probe,
+    search_loss,
+    set_mixers,
+    weight_optimizer,
+)
+
+
+def derive_arch(probs: dict[str, torch.Tensor], names: dict[str, list[str]],
+                inputs: dict[str, tuple[int, list[str | None]]]) -> Arch:
+    """Genotype from per-choice op weights. `inputs`: InputChoice label -> (n_chosen, source labels)."""
+    feeds = {s for _, srcs in inputs.values() for s in srcs if s is not None}
+    arch: Arch = {}
+    strength: dict[str, float] = {}
+    for label, p in probs.items():
+        p = p.detach().float().cpu()
+        keep = [i for i, n in enumerate(names[label]) if not is_zero_op(n)]
+        if label in feeds and keep:
+            best = max(keep, key=lambda i: float(p[i]))
+        else:
+            best = int(p.argmax())
+        arch[label] = names[label][best]
+        strength[label] = max((float(p[i]) for i in keep), default=0.0)
+    for label, (k, srcs) in inputs.items():
+        order = sorted(range(len(srcs)), key=lambda i: (-strength.get(srcs[i], 0.0) if srcs[i] else 0.0, i))
+        arch[label] = sorted(order[:k])
+    return arch
+
+
+class DartsStrategy(Strategy):
+    name = "darts"
+
+    def setup(self, model: nn.Module, ctx: SearchContext) -> None:
+        """Create the alphas (seeded), the optimizers and install the mixed ops."""
+        dc = self.cfg.darts
+        g = torch.Generator().manual_seed(derive_seed(self.cfg.seed, "darts-alpha"))
+        self.names: dict[str, list[str]] = {}
+        self.inputs: dict[str, tuple[int, list[str | None]]] = {}
+        for m in choice_instances(model):
+            if isinstance(m, LayerChoice):
+                self.names.setdefault(m.label, list(m.names))
+        pr = probe(model, (1, self.data_shape(ctx)[0], *self.data_shape(ctx)[1:]), ctx.device)
+        for m in choice_instances(model):
+            if isinstance(m, InputChoice):
+                self.inputs.setdefault(m.label, (m.n_chosen, pr.input_sources.get(m.label, [None] * m.n_candidates)))
+        self.alphas = nn.ParameterDict({
+            k.replace(".", "__"): nn.Parameter(1e-3 * torch.randn(len(v), generator=g).to(ctx.device))
+            for k, v in self.names.items()})
+        self._alpha_of = {k: self.alphas[k.replace(".", "__")] for k in self.names}
+        self.zero = {k: [is_zero_op(n) for n in v] for k, v in self.names.items()}
+        self.arch_opt = torch.optim.Adam(self.alphas.parameters(), lr=dc.arch_lr, betas=dc.arch_betas,
+                                         weight_decay=dc.arch_weight_decay)
+        self.w_opt, self.sched = weight_optimizer(model, self.cfg)
+        set_mixers(model, self._mixed_op, self._sum_inputs)
+
+    @staticmethod
+    def data_shape(ctx: SearchContext) -> tuple[int, int, int]:
+        s = ctx.data.spec
+        return (s.channels, s.height, s.width)
+
+    # -- mixers -------------------------------------------------------------------------------
+    def _mixed_op(self, c: LayerChoice, x: torch.Tensor) -> torch.Tensor:
+        w = torch.softmax(self._alpha_of[c.label], 0)
+        out: torch.Tensor | None = None
+        for i, name in enumerate(c.names):
+            if self.zero[c.label][i]:
+                continue
+            o = c.candidates[name](x)
+            out = o * w[i] if out is None else out.addcmul_(o, w[i])
+        if out is None:  # only zero ops: the edge outputs zeros of the right shape
+            out = c.candidates[c.names[0]](x) * w[0]
+        return out
+
+    @staticmethod
+    def _sum_inputs(c: InputChoice, inputs: list[torch.Tensor]) -> torch.Tensor:
+        return sum(inputs[1:], inputs[0])
+
+    def probs(self) -> dict[str, torch.Tensor]:
+        return {k: torch.softmax(a.detach(), 0).cpu() for k, a in self._alpha_of.items()}
+
+    def derive(self) -> Arch:
+        return derive_arch(self.probs(), self.names, self.inputs)
+
+    # -- gradients ----------------------------------------------------------------------------
+    def _loss(self, model: nn.Module, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return search_loss(model(x), t, self.cfg.kd_temperature)
+
+    def arch_grads(self, model: nn.Module, xt: torch.Tensor, tt: torch.Tensor,
+                   xv: torch.Tensor, tv: torch.Tensor) -> tuple[list[torch.Tensor], float]:
+        """Gradient of the val loss w.r.t. the alphas (first or unrolled second order)."""
+        alphas = list(self._alpha_of.values())
+        if self.cfg.darts.order == 1:
+            loss = self._loss(model, xv, tv)
+            return list(torch.autograd.grad(loss, alphas)), float(loss.detach())
+        return self._unrolled_grads(model, xt, tt, xv, tv)
+
+    def _unrolled_grads(self, model: nn.Module, xt: torch.Tensor, tt: torch.Tensor,
+                        xv: torch.Tensor, tv: torch.Tensor) -> tuple[list[torch.Tensor], float]:
+        dc, cfg = self.cfg.darts, self.cfg
+        xi = dc.unrolled_lr if dc.unrolled_lr is not None else self.w_opt.param_groups[0]["lr"]
+        alphas = list(self._alpha_of.values())
+        params = [p for p in model.parameters() if p.requires_grad]
+        g_train = torch.autograd.grad(self._loss(model, xt, tt), params, allow_unused=True)
+        backup = [p.detach().clone() for p in params]
+        with torch.no_grad():  # virtual SGD step w' (with the optimizer's momentum and decay)
+            for p, g in zip(params, g_train, strict=True):
+                d = (g if g is not None else torch.zeros_like(p)) + cfg.weight_decay * p
+                buf = self.w_opt.state.get(p, {}).get("momentum_buffer")
+                if buf is not None:
+                    d = d + cfg.momentum * buf
+                p.sub_(xi * d)
+        loss_v = self._loss(model, xv, tv)
+        grads = torch.autograd.grad(loss_v, alphas + params, allow_unused=True)
+        g_alpha = [g if g is not None else torch.zeros_like(a) for g, a in zip(grads[:len(alphas)], alphas, strict=True)]
+        dw = [g if g is not None else torch.zeros_like(p) for g, p in zip(grads[len(alphas):], params, strict=True)]
+        norm = torch.sqrt(sum((d * d).sum() for d in dw))
+        eps = dc.hvp_eps / float(norm.clamp_min(1e-12))
+        hvp: list[list[torch.Tensor]] = []
+        for sign in (1.0, -1.0):
+            with torch.no_grad():
+                for p, b, d in zip(params, backup, dw, strict=True):
+                    p.copy_(b + sign * eps * d)
+            ga = torch.autograd.grad(self._loss(model, xt, tt), alphas, allow_unused=True)
+            hvp.append([g if g is not None else torch.zeros_like(a) for g, a in zip(ga, alphas, strict=True)])
+        with torch.no_grad():
+            for p, b in zip(params, backup, strict=True):
+                p.copy_(b)
+        out = [ga - xi * (gp - gm) / (2 * eps) for ga, gp, gm in zip(g_alpha, hvp[0], hvp[1], strict=True)]
+        return out, loss_v.item()
+
+    def arch_step(self, model: nn.Module, xt: torch.Tensor, tt: torch.Tensor, xv: torch.Tensor, tv: torch.Tensor) -> float:
+        grads, loss = self.arch_grads(model, xt, tt, xv, tv)
+        self.arch_opt.zero_grad(set_to_none=True)
+        for a, g in zip(self._alpha_of.values(), grads, strict=True):
+            a.grad = g
+        self.arch_opt.step()
+        return loss
+
+    def weight_step(self, model: nn.Module, x: torch.Tensor, t: torch.Tensor) -> float:
+        self.w_opt.zero_grad(set_to_none=True)
+        loss = self._loss(model, x, t)
+        loss.backward()
+        clip_grads(model, self.cfg.grad_clip)
+        self.w_opt.step()
+        return loss.item()
+
+    # -- the search -----------------------------------------------------------------------------
+    def state_dict(self, model: nn.Module, epoch: int, history: list) -> dict[str, Any]:
+        return {"algo": self.name, "epoch": epoch, "model": model.state_dict(), "alphas": self.alphas.state_dict(),
+                "w_opt": self.w_opt.state_dict(), "sched": self.sched.state_dict(),
+                "arch_opt": self.arch_opt.state_dict(), "history": history}
+
+    def search(self, model: nn.Module, ctx: SearchContext) -> SearchResult:
+        model.to(ctx.device).train()
+        self.setup(model, ctx)
+        history: list[dict[str, list[float]]] = [{k: v.tolist() for k, v in self.probs().items()}]
+        start = 0
+        if (st := ctx.load_checkpoint()) is not None:
+            model.load_state_dict(st["model"])
+            self.alphas.load_state_dict(st["alphas"])
+            self.w_opt.load_state_dict(st["w_opt"])
+            self.sched.load_state_dict(st["sched"])
+            self.arch_opt.load_state_dict(st["arch_opt"])
+            history, start = st["history"], st["epoch"] + 1
+        data = ctx.data
+        metrics: dict[str, float] = {}
+        for epoch in range(start, self.cfg.epochs):
+            val = data.cycle("val", f"darts-e{epoch}")
+            bar = ctx.bar(data.steps("train"), f"darts e{epoch + 1}/{self.cfg.epochs}")
+            lt = lv = 0.0
+            n = 0
+            for xt, tt in data.batches("train", f"darts-e{epoch}"):
+                xv, tv = next(val)
+                lv += self.arch_step(model, xt, tt, xv, tv)
+                lt += self.weight_step(model, xt, tt)
+                n += 1
+                bar.update(1)
+                bar.set_postfix(train=f"{lt / n:.3f}", val=f"{lv / n:.3f}")
+                ctx.step_end({"train_loss": lt / n, "val_loss": lv / n})
+            bar.close()
+            self.sched.step()
+            history.append({k: v.tolist() for k, v in self.probs().items()})
+            metrics = {"train_loss": lt / max(n, 1), "val_loss": lv / max(n, 1)}
+            ctx.save_checkpoint(self.state_dict(model, epoch, history))
+            ctx.epoch_end(epoch, metrics)
+        final = evaluate(model, data.batches("val", "final", train_aug=False), self.cfg.kd_temperature)
+        metrics = {**metrics, "supernet_val_loss": final["loss"], "supernet_val_acc": final["acc"],
+                   "order": self.cfg.darts.order}
+        return SearchResult(self.derive(), metrics, history, self.names)

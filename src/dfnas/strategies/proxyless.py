@@ -1,0 +1,213 @@
+"""ProxylessNAS (Cai, Zhu, Han, ICLR 2019): binarized paths + hardware-aware loss.
+
+Per LayerChoice an architecture parameter vector alpha, path probabilities p = softmax(alpha).
+
+* Weight step (train split): every choice samples ONE path from p and only that path runs,
+  so activations of a single path are kept (the point of binarized paths: memory of one
+  path instead of all N as in DARTS).
+* Arch step (val split), the paper's two-path estimator: per choice sample two distinct
+  paths from p (multinomial without replacement), renormalise their probabilities p',
+  draw the binary gate g (one-hot, one active path) from p'. The output is
+  sum_k g_k * o_k, so the backward gives dL/dg_k = <dL/dout, o_k> for the two paths, and
+  dL/dalpha_i = sum_j dL/dg_j p'_j (delta_ij - p'_i) (BinaryConnect-style estimator).
+  After the Adam step the two alphas are shifted so that their total probability mass is
+  unchanged, so unsampled paths keep their probabilities (as in the released code).
+  Memory of the arch step: two paths per choice.
+* Hardware-aware loss on the expected cost E = base + sum_l sum_k p_lk c_lk, from a per-choice
+  table of MFLOPs or measured latency (ms, cached): `mul`: loss * (E / target)^beta,
+  `add`: loss + lambda * E / target. The cost term is differentiable in alpha directly.
+
+Final architecture: argmax alpha per choice. InputChoice spaces (cell wiring) are refused.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import torch
+from torch import nn
+
+from dfnas.io import derive_seed
+from dfnas.spaces.base import Arch, LayerChoice
+from dfnas.strategies.base import SearchResult, Strategy
+from dfnas.strategies.common import (
+    CostModel,
+    SearchContext,
+    choice_instances,
+    clip_grads,
+    default_latency_cache,
+    evaluate,
+    flops_cost_model,
+    latency_cost_model,
+    search_loss,
+    set_mixers,
+    weight_optimizer,
+)
+
+
+class ProxylessStrategy(Strategy):
+    name = "proxyless"
+    supports_input_choice = False
+
+    def setup(self, model: nn.Module, ctx: SearchContext) -> None:
+        pc = self.cfg.proxyless
+        self.names: dict[str, list[str]] = {}
+        for m in choice_instances(model):
+            if isinstance(m, LayerChoice):
+                self.names.setdefault(m.label, list(m.names))
+        self.alphas = nn.ParameterDict({k.replace(".", "__"): nn.Parameter(torch.zeros(len(v), device=ctx.device))
+                                        for k, v in self.names.items()})
+        self._alpha_of = {k: self.alphas[k.replace(".", "__")] for k in self.names}
+        self.arch_opt = torch.optim.Adam(self.alphas.parameters(), lr=pc.arch_lr, betas=pc.arch_betas, eps=1e-8)
+        self.w_opt, self.sched = weight_optimizer(model, self.cfg)
+        s = ctx.data.spec
+        shape = (1, s.channels, s.height, s.width)
+        self.cost: CostModel | None = None
+        if pc.hw_metric == "flops":
+            self.cost = flops_cost_model(model, shape)
+        elif pc.hw_metric == "latency":
+            cache = default_latency_cache() / f"{ctx.cfg.space}-{derive_seed(0, json.dumps(ctx.cfg.space_args, sort_keys=True), str(shape))}.json"
+            self.cost = latency_cost_model(model, shape, ctx.device, pc.latency_repeats, cache)
+        self.target = pc.hw_target
+        if self.cost is not None and self.target is None:
+            uniform = {k: torch.full((len(v),), 1.0 / len(v)) for k, v in self.names.items()}
+            self.target = float(self.cost.expected(uniform))
+        # per-label state of the current forward: ("single", idx) or ("gate", (a, b), gates)
+        self.mode: dict[str, tuple] = {}
+        set_mixers(model, self._binary_op, None)
+
+    # -- the binarized mixed op --------------------------------------------------------------
+    def _binary_op(self, c: LayerChoice, x: torch.Tensor) -> torch.Tensor:
+        m = self.mode[c.label]
+        if m[0] == "single":
+            return c.candidates[c.names[m[1]]](x)
+        (a, b), gates = m[1], m[2]
+        # both sampled paths run (their outputs give dL/dg); the forward value is the gated one
+        return gates[0] * c.candidates[c.names[a]](x) + gates[1] * c.candidates[c.names[b]](x)
+
+    def probs(self) -> dict[str, torch.Tensor]:
+        return {k: torch.softmax(a.detach(), 0).cpu() for k, a in self._alpha_of.items()}
+
+    def sample_single(self, g: torch.Generator, uniform: bool = False) -> None:
+        for k, a in self._alpha_of.items():
+            p = torch.ones(len(a)) if uniform else torch.softmax(a.detach().cpu(), 0)
+            self.mode[k] = ("single", int(torch.multinomial(p, 1, generator=g)))
+
+    def sample_pairs(self, g: torch.Generator) -> None:
+        for k, a in self._alpha_of.items():
+            p = torch.softmax(a.detach().cpu(), 0)
+            if len(a) == 1:
+                self.mode[k] = ("single", 0)
+                continue
+            pair = torch.multinomial(p, 2, replacement=False, generator=g).tolist()
+            p2 = torch.softmax(a.detach().cpu()[pair], 0)
+            j = int(torch.multinomial(p2, 1, generator=g))
+            gates = torch.zeros(2, device=a.device)
+            gates[j] = 1.0
+            self.mode[k] = ("gate", tuple(pair), gates.requires_grad_(True))
+
+    def hw_loss(self, task: torch.Tensor) -> torch.Tensor:
+        if self.cost is None:
+            return task
+        probs = {k: torch.softmax(a, 0) for k, a in self._alpha_of.items()}
+        e = self.cost.expected(probs).to(task.device) / self.target
+        pc = self.cfg.proxyless
+        return task * e.pow(pc.hw_beta) if pc.hw_mode == "mul" else task + pc.hw_lambda * e
+
+    # -- steps ------------------------------------------------------------------------------------
+    def weight_step(self, model: nn.Module, x: torch.Tensor, t: torch.Tensor, g: torch.Generator, uniform: bool) -> float:
+        self.sample_single(g, uniform)
+        self.w_opt.zero_grad(set_to_none=True)
+        loss = search_loss(model(x), t, self.cfg.kd_temperature)
+        loss.backward()
+        clip_grads(model, self.cfg.grad_clip)
+        self.w_opt.step()
+        return loss.item()
+
+    def arch_step(self, model: nn.Module, x: torch.Tensor, t: torch.Tensor, g: torch.Generator) -> float:
+        self.sample_pairs(g)
+        task = search_loss(model(x), t, self.cfg.kd_temperature)
+        loss = self.hw_loss(task)
+        labels = [k for k, m in self.mode.items() if m[0] == "gate"]
+        gates = [self.mode[k][2] for k in labels]
+        alphas = list(self._alpha_of.values())
+        grads = torch.autograd.grad(loss, gates + alphas, allow_unused=True)
+        g_gates, g_alpha = grads[:len(gates)], grads[len(gates):]
+        self.arch_opt.zero_grad(set_to_none=True)
+        old: dict[str, torch.Tensor] = {}
+        for a, ga in zip(alphas, g_alpha, strict=True):
+            a.grad = ga.clone() if ga is not None else torch.zeros_like(a)
+        for k, gg in zip(labels, g_gates, strict=True):
+            a = self._alpha_of[k]
+            pair = list(self.mode[k][1])
+            p2 = torch.softmax(a.detach()[pair], 0)
+            # dL/dalpha_i = sum_j dL/dg_j * p_j * (delta_ij - p_i), over the two sampled paths
+            jac = torch.diag(p2) - torch.outer(p2, p2)
+            a.grad[pair] += jac @ (gg if gg is not None else torch.zeros_like(p2))
+            old[k] = a.detach()[pair].clone()
+        self.arch_opt.step()
+        with torch.no_grad():  # keep the pair's total probability mass (unsampled paths unchanged)
+            for k, before in old.items():
+                a = self._alpha_of[k]
+                pair = list(self.mode[k][1])
+                shift = torch.logsumexp(a[pair], 0) - torch.logsumexp(before, 0)
+                a[pair] -= shift
+        return task.item()
+
+    # -- the search -----------------------------------------------------------------------------
+    def derive(self) -> Arch:
+        return {k: self.names[k][int(a.detach().argmax())] for k, a in self._alpha_of.items()}
+
+    def state_dict(self, model: nn.Module, epoch: int, history: list) -> dict[str, Any]:
+        return {"algo": self.name, "epoch": epoch, "model": model.state_dict(), "alphas": self.alphas.state_dict(),
+                "w_opt": self.w_opt.state_dict(), "sched": self.sched.state_dict(),
+                "arch_opt": self.arch_opt.state_dict(), "history": history}
+
+    def search(self, model: nn.Module, ctx: SearchContext) -> SearchResult:
+        model.to(ctx.device).train()
+        self.setup(model, ctx)
+        history: list[dict[str, list[float]]] = [{k: v.tolist() for k, v in self.probs().items()}]
+        start = 0
+        if (st := ctx.load_checkpoint()) is not None:
+            model.load_state_dict(st["model"])
+            self.alphas.load_state_dict(st["alphas"])
+            self.w_opt.load_state_dict(st["w_opt"])
+            self.sched.load_state_dict(st["sched"])
+            self.arch_opt.load_state_dict(st["arch_opt"])
+            history, start = st["history"], st["epoch"] + 1
+        data, pc = ctx.data, self.cfg.proxyless
+        metrics: dict[str, float] = {}
+        for epoch in range(start, self.cfg.epochs):
+            g = torch.Generator().manual_seed(derive_seed(self.cfg.seed, "proxyless-paths", epoch))
+            warm = epoch < pc.warmup_epochs
+            val = data.cycle("val", f"proxyless-e{epoch}")
+            bar = ctx.bar(data.steps("train"), f"proxyless e{epoch + 1}/{self.cfg.epochs}{' warm-up' if warm else ''}")
+            lt = lv = 0.0
+            n = 0
+            for xt, tt in data.batches("train", f"proxyless-e{epoch}"):
+                lt += self.weight_step(model, xt, tt, g, uniform=warm)
+                if not warm:
+                    xv, tv = next(val)
+                    lv += self.arch_step(model, xv, tv, g)
+                n += 1
+                bar.update(1)
+                bar.set_postfix(train=f"{lt / n:.3f}", val=f"{lv / n:.3f}")
+                ctx.step_end({"train_loss": lt / n, "val_loss": lv / n})
+            bar.close()
+            self.sched.step()
+            history.append({k: v.tolist() for k, v in self.probs().items()})
+            metrics = {"train_loss": lt / max(n, 1), "val_loss": lv / max(n, 1)}
+            if self.cost is not None:
+                metrics["expected_cost"] = float(self.cost.expected(self.probs()))
+            ctx.save_checkpoint(self.state_dict(model, epoch, history))
+            ctx.epoch_end(epoch, metrics)
+        arch = self.derive()
+        for k, v in arch.items():
+            self.mode[k] = ("single", self.names[k].index(v))
+        final = evaluate(model, data.batches("val", "final", train_aug=False), self.cfg.kd_temperature)
+        metrics = {**metrics, "derived_val_loss": final["loss"], "derived_val_acc": final["acc"],
+                   "hw_metric": pc.hw_metric, "hw_target": self.target}
+        if self.cost is not None:
+            metrics[f"derived_cost_{self.cost.unit}"] = self.cost.of(arch)
+        return SearchResult(arch, metrics, history, self.names)

@@ -1,0 +1,93 @@
+"""Random search, the baseline every NAS result is compared against (Li & Talwalkar, 2019).
+
+`random.samples` architectures drawn uniformly (under `spos.flops_limit` if set); each is
+cut out of a freshly initialised supernet with `fix`, trained from scratch for
+`random.train_steps` SGD steps (cosine) on the train split and scored by top-1 on the val
+split. The best is kept. Checkpoint after every scored sample.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+
+import torch
+from torch import nn
+
+from dfnas.io import derive_seed
+from dfnas.spaces.base import Arch, apply_arch, fix, sample_arch
+from dfnas.strategies.base import SearchResult, Strategy
+from dfnas.strategies.common import (
+    SearchContext,
+    arch_key,
+    clip_grads,
+    cosine,
+    evaluate,
+    flops_cost_model,
+    search_loss,
+)
+
+
+class RandomStrategy(Strategy):
+    name = "random"
+
+    def draw(self, model: nn.Module, ctx: SearchContext) -> list[Arch]:
+        rc, limit = self.cfg.random, self.cfg.spos.flops_limit
+        s = ctx.data.spec
+        cost = flops_cost_model(model, (s.channels, s.height, s.width)) if limit is not None else None
+        rng = random.Random(derive_seed(self.cfg.seed, "random-samples"))
+        out: list[Arch] = []
+        seen: set[str] = set()
+        for _ in range(rc.samples * 50):
+            if len(out) == rc.samples:
+                break
+            a = sample_arch(model, rng)
+            if arch_key(a) in seen or (cost is not None and cost.of(a) > limit):
+                continue
+            seen.add(arch_key(a))
+            out.append(a)
+        return out
+
+    def score(self, supernet: nn.Module, ctx: SearchContext, arch: Arch, i: int) -> dict[str, float]:
+        rc, cfg = self.cfg.random, self.cfg
+        net = copy.deepcopy(supernet)
+        apply_arch(net, arch)
+        net = fix(net, arch).to(ctx.device).train()
+        opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        stream = ctx.data.cycle("train", f"random-{i}")
+        loss = torch.zeros(())
+        for step in range(rc.train_steps):
+            for gr in opt.param_groups:
+                gr["lr"] = cosine(step, rc.train_steps, cfg.lr, cfg.lr_min)
+            x, t = next(stream)
+            opt.zero_grad(set_to_none=True)
+            loss = search_loss(net(x), t, cfg.kd_temperature)
+            loss.backward()
+            clip_grads(net, cfg.grad_clip)
+            opt.step()
+        res = evaluate(net, ctx.data.batches("val", "score", train_aug=False, limit=rc.val_batches or None),
+                       cfg.kd_temperature)
+        return {"val_acc": res["acc"], "val_loss": res["loss"], "train_loss": loss.item()}
+
+    def search(self, model: nn.Module, ctx: SearchContext) -> SearchResult:
+        model.to(ctx.device)
+        archs = self.draw(model, ctx)
+        st = ctx.load_checkpoint()
+        results: list[dict] = st["results"] if st is not None else []
+        bar = ctx.bar(len(archs), "random search")
+        bar.update(len(results))
+        for i in range(len(results), len(archs)):
+            r = self.score(model, ctx, archs[i], i)
+            results.append({"arch": arch_key(archs[i]), **r})
+            bar.update(1)
+            bar.set_postfix(acc=f"{r['val_acc']:.3f}", best=f"{max(x['val_acc'] for x in results):.3f}")
+            ctx.step_end(r)
+            ctx.save_checkpoint({"algo": self.name, "results": results})
+            ctx.epoch_end(i, r)
+        bar.close()
+        best = max(results, key=lambda r: (r["val_acc"], -r["val_loss"]))
+        import json
+
+        metrics = {"val_acc": best["val_acc"], "val_loss": best["val_loss"], "samples": len(results),
+                   "all_val_acc": [r["val_acc"] for r in results]}
+        return SearchResult(json.loads(best["arch"]), metrics)

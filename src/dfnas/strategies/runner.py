@@ -1,0 +1,239 @@
+"""One search run end to end: checks, supernet, resume, artifacts.
+
+    DIR/run.json      what this folder is for (config + data identity); a rerun must match
+    DIR/config.yaml   the resolved SearchConfig
+    DIR/checkpoint.pt the last completed epoch / generation / sample (atomic)
+    DIR/search.log    JSON lines: epochs, generations, start/end
+    DIR/arch.json     the result (dfnas.arch format + algo, metrics, seed, data identity)
+    DIR/arch.png      drawing of the architecture (when dfnas.draw is available)
+    DIR/alphas.png    DARTS / ProxylessNAS: architecture weights over epochs
+
+Kill the process at any moment and rerun the same command: it continues from the last
+checkpoint and, because every random draw is derived from (seed, phase, epoch), ends
+with the same architecture.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dfnas.config import SearchConfig, dump_yaml, to_dict
+from dfnas.data import Source
+from dfnas.errors import DfnasError
+from dfnas.io import (
+    atomic_save,
+    atomic_write_json,
+    atomic_write_text,
+    clean_temp_files,
+    derive_seed,
+)
+from dfnas.spaces.base import fix, validate_arch
+from dfnas.strategies import COMPATIBLE_SPACES, SearchResult, create_strategy
+from dfnas.strategies.common import Hook, SearchContext, SearchData, set_mixers
+
+OUR_FILES = ("run.json", "config.yaml", "checkpoint.pt", "search.log", "arch.json", "arch.png", "alphas.png")
+
+
+def check_config(cfg: SearchConfig) -> None:
+    if cfg.epochs < 1:
+        raise DfnasError("search.epochs must be >= 1")
+    if cfg.batch_size < 2:
+        raise DfnasError("search.batch_size must be >= 2 (BatchNorm needs more than one image)")
+    if cfg.darts.order not in (1, 2):
+        raise DfnasError(f"darts.order must be 1 or 2, got {cfg.darts.order}")
+    if cfg.spos.flops_range is not None and cfg.spos.flops_range[0] > cfg.spos.flops_range[1]:
+        raise DfnasError("spos.flops_range must be [low, high] with low <= high (MFLOPs)")
+    if cfg.spos.topk < 1 or cfg.spos.population < 1 or cfg.random.samples < 1:
+        raise DfnasError("spos.population, spos.topk and random.samples must be >= 1")
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise DfnasError(f"--device {cfg.device}: CUDA is not available on this machine; use --device cpu")
+
+
+def build_supernet(cfg: SearchConfig, source: Source) -> tuple[nn.Module, dict[str, Any]]:
+    """The space sized for the data: classes, channels and image size come from the spec."""
+    from dfnas.spaces import create_space, list_spaces, resolve_space_cfg
+
+    if cfg.space not in list_spaces():
+        raise DfnasError(f"unknown search space '{cfg.space}'; choose one of {list_spaces()}")
+    if cfg.space not in COMPATIBLE_SPACES.get(cfg.algo, ()):
+        raise DfnasError(f"--algo {cfg.algo} cannot search --space {cfg.space}; "
+                         f"it supports {list(COMPATIBLE_SPACES.get(cfg.algo, ()))}")
+    s = source.spec
+    fit = {"num_classes": s.num_classes, "in_channels": s.channels,
+           "image_size": s.height if s.height == s.width else [s.height, s.width]}
+    for k, v in fit.items():
+        given = cfg.space_args.get(k)
+        if given is not None and given != v and not (isinstance(given, (list, tuple)) and list(given) == v):
+            raise DfnasError(f"space_args.{k}={given!r} does not fit the data ({source.name} has {k}={v}); drop the setting")
+    space_cfg = resolve_space_cfg(cfg.space, {**cfg.space_args, **fit})
+    torch.manual_seed(derive_seed(cfg.seed, "supernet-init"))
+    return create_space(cfg.space, **space_cfg), space_cfg
+
+
+def prepare_out(out: Path, identity: dict[str, Any], force: bool) -> None:
+    """Refuse a folder holding another run unless `force` (which clears only our files)."""
+    run = out / "run.json"
+    if out.exists() and not out.is_dir():
+        raise DfnasError(f"--out {out} is a file; pass a folder")
+    if out.is_dir():
+        other = None
+        if run.is_file():
+            try:
+                prev = json.loads(run.read_text())
+            except json.JSONDecodeError:
+                prev = None
+            if prev != identity:
+                other = "another search (different config, data or version)"
+        elif (out / "config.yaml").is_file() or (out / "manifest.json").is_file():
+            other = "another run's files"
+        if other and not force:
+            raise DfnasError(f"--out {out} holds {other}; choose a new folder or pass --force to overwrite")
+        if other or force:
+            for f in OUR_FILES:
+                (out / f).unlink(missing_ok=True)
+        clean_temp_files(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run, identity)
+
+
+def plot_history(result: SearchResult, path: Path, title: str) -> None:
+    """One small panel per choice: each candidate's probability over epochs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(result.names)
+    if not result.history or not labels:
+        return
+    cols = min(4, len(labels))
+    rows = (len(labels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
+    epochs = list(range(len(result.history)))
+    for ax, label in zip(axes.flat, labels, strict=False):
+        for i, name in enumerate(result.names[label]):
+            ax.plot(epochs, [h[label][i] for h in result.history], label=name, lw=1.2)
+        ax.set_title(label, fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(labels):]:
+        ax.axis("off")
+    handles, names = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=min(8, len(names)), fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.97))
+    atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
+    plt.close(fig)
+
+
+def _draw(record: Any, path: Path) -> str | None:
+    """The architecture drawing from dfnas.draw; None when that module is absent or fails."""
+    try:
+        from dfnas import draw
+    except ImportError:
+        return "dfnas.draw not available"
+    fn = getattr(draw, "draw_arch", None) or getattr(draw, "draw", None)
+    if fn is None:
+        return "dfnas.draw has no draw_arch"
+    try:
+        atomic_save(path, lambda tmp: fn(record, tmp))
+    except Exception as e:  # noqa: BLE001 - a drawing must never lose a finished search
+        return f"drawing failed: {type(e).__name__}: {e}"
+    return None
+
+
+def _extra_strings(space: str, arch: dict[str, Any]) -> dict[str, str]:
+    try:
+        if space == "darts":
+            from dfnas.spaces.darts import genotype_string
+
+            return {"genotype": genotype_string(arch)}
+        if space == "nb201":
+            from dfnas.spaces.nb201 import to_nb201_string
+
+            return {"nb201_string": to_nb201_string(arch)}
+    except Exception:  # noqa: BLE001 - a convenience string only
+        pass
+    return {}
+
+
+def run_search(cfg: SearchConfig, source: Source, out: str | Path | None, *, hooks: Sequence[Hook] = (),
+               progress: bool = True, force: bool = False, supernet: nn.Module | None = None,
+               space_cfg: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Search, write DIR's files, return the arch.json content. Resumes from DIR/checkpoint.pt.
+
+    `supernet` (with `space_cfg`) replaces the registered space (tests, custom spaces); its
+    arch.json then carries `space: cfg.space` but is not validated against the registry.
+    """
+    from dfnas import __version__
+
+    check_config(cfg)
+    strategy = create_strategy(cfg.algo, cfg)
+    if supernet is None:
+        supernet, space_cfg = build_supernet(cfg, source)
+    strategy.check(supernet, cfg.space)
+    data = SearchData(source, cfg, cfg.device)
+    out_path = Path(out) if out is not None else None
+    identity = {"config": to_dict(cfg), "data": source.identity, "space_cfg": space_cfg, "dfnas": __version__}
+    if out_path is not None:
+        prepare_out(out_path, json.loads(json.dumps(identity)), force)
+        atomic_write_text(out_path / "config.yaml", dump_yaml(cfg))
+    ctx = SearchContext(cfg, data, out_path, list(hooks), progress)
+    t0 = time.time()
+    ctx.log({"event": "start", "algo": cfg.algo, "space": cfg.space, "seed": cfg.seed})
+    result = strategy.search(supernet, ctx)
+    set_mixers(supernet, None, None)
+    validate_arch(supernet, result.arch, cfg.space)
+    wall = time.time() - t0
+    extra = {"algo": cfg.algo, "seed": cfg.seed, "search": _jsonable(result.metrics), "data": source.identity,
+             "data_synthetic": source.is_synthetic, "search_seconds_last_run": round(wall, 2),
+             **_extra_strings(cfg.space, result.arch)}
+    record = _write_arch(out_path, cfg, supernet, space_cfg, result, extra,
+                         (source.spec.channels, source.spec.height, source.spec.width))
+    if out_path is not None:
+        if result.history:
+            plot_history(result, out_path / "alphas.png", f"{cfg.algo} on {cfg.space}: architecture weights per epoch")
+        if (err := _draw(record.get("_record"), out_path / "arch.png")) is not None:
+            ctx.log({"event": "draw", "warning": err})
+        ctx.log({"event": "done", "seconds": round(wall, 2), "arch": result.arch})
+    record.pop("_record", None)
+    return record
+
+
+def _write_arch(out: Path | None, cfg: SearchConfig, supernet: nn.Module, space_cfg: dict[str, Any] | None,
+                result: SearchResult, extra: dict[str, Any], shape: tuple[int, int, int]) -> dict[str, Any]:
+    from dfnas.arch import make_record, save_arch
+    from dfnas.spaces import list_spaces
+
+    version = getattr(supernet, "space_version", None)
+    if version is not None and cfg.space in list_spaces() and space_cfg is not None:
+        if out is not None:
+            rec = save_arch(out / "arch.json", cfg.space, version, space_cfg, result.arch, extra)
+        else:
+            from dfnas.arch import build_network
+            from dfnas.profile import profile
+
+            rec = make_record(cfg.space, version, space_cfg, result.arch, extra)
+            p = profile(build_network(rec), rec.input_shape)
+            rec.extra.update(flops=p["flops"], params=p["params"])
+        return {**rec.to_dict(), "_record": rec}
+    # a custom supernet: same format, counted on a fixed copy
+    from dfnas.profile import profile
+
+    d = {"format": "dfnas-arch", "format_version": 1, "space": cfg.space, "space_version": version or 0,
+         "space_cfg": space_cfg or {}, "choices": result.arch, **extra}
+    d.update(profile(fix(copy.deepcopy(supernet), result.arch), shape))
+    if out is not None:
+        atomic_write_json(out / "arch.json", d)
+    return d
+
+
+def _jsonable(x: Any) -> Any:
+    return json.loads(json.dumps(x, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
