@@ -19,6 +19,7 @@ from dfnas.errors import DfnasError
 COMMAND_MODULES = [
     "dfnas.teachers.cli",
     "dfnas.synth.cli",
+    "dfnas.strategies.cli",
 ]
 
 
