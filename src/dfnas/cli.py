@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "dfnas.teachers.cli",
     "dfnas.synth.cli",
     "dfnas.strategies.cli",
+    "dfnas.train_cli",
 ]
 
 

@@ -314,3 +314,22 @@ class SearchConfig:
     proxyless: ProxylessSearchConfig = dataclasses.field(default_factory=ProxylessSearchConfig)
     spos: SposSearchConfig = dataclasses.field(default_factory=SposSearchConfig)
     random: RandomSearchConfig = dataclasses.field(default_factory=RandomSearchConfig)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Training one fixed architecture (`dfnas train`): SGD + cosine, batched augmentation."""
+
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 0.05
+    lr_min: float = 0.0
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    grad_clip: float = 5.0  # 0 = off
+    max_shift: int | None = None  # random translation in pixels; None = H // 14
+    flip: bool = True  # horizontal flip, only where the input spec allows it
+    kd_temperature: float = 3.0  # synthetic data / online teacher: KD at this T
+    eval_batch_size: int = 500
+    device: str = "cpu"

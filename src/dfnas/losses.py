@@ -1,0 +1,18 @@
+"""Losses for training fixed networks: distillation to teacher logits (data-free training).
+
+`kd_loss` is Hinton et al.'s soft-target loss: KL(softmax(t/T) || softmax(s/T)) scaled by
+T^2 so its gradient magnitude does not shrink with the temperature (default T = 3, as in
+the released SPOS supernet code the paper builds on).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float = 3.0) -> torch.Tensor:
+    """Batch-mean KL divergence from the teacher's to the student's tempered softmax, x T^2."""
+    log_p_teacher = F.log_softmax(teacher_logits.float() / T, dim=1)
+    log_p_student = F.log_softmax(student_logits.float() / T, dim=1)
+    return F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True) * (T * T)

@@ -1,0 +1,105 @@
+"""`dfnas train` (train a found architecture on real or synthetic data) and `dfnas export`.
+
+    dfnas train --arch runs/s/arch.json --data mnist --epochs 20 --seeds 0,1,2 --out runs/t
+    dfnas train --arch arch.json --data runs/synth --test-data mnist --out runs/t-kd
+    dfnas export --arch arch.json --weights runs/t/seed0/weights.safetensors --format onnx --out m.onnx
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from dfnas.config import TrainConfig, apply_overrides, from_dict, load_yaml, to_dict
+from dfnas.errors import DfnasError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    t = sub.add_parser("train", help="train a fixed architecture (arch.json) from scratch or by distillation")
+    t.add_argument("--arch", required=True, help="arch.json written by dfnas search")
+    t.add_argument("--data", required=True,
+                   help="mnist, npz:PATH, an ImageFolder directory (real: cross-entropy) or a dfnas synth directory (KD)")
+    t.add_argument("--spec", default=None, help="input spec JSON for npz:/ImageFolder data")
+    t.add_argument("--test-data", default=None,
+                   help="real test set, same forms as --data (default: the bundled test split for mnist)")
+    t.add_argument("--teacher", default=None, help="online teacher for KD on augmented views (bundled name, file.py:factory, TorchScript)")
+    t.add_argument("--teacher-weights", default=None, help="state dict for a factory teacher")
+    t.add_argument("--epochs", type=int, default=None)
+    t.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
+    t.add_argument("--batch-size", type=int, default=None)
+    t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps ...")
+    t.add_argument("--config", default=None, help="YAML file with a 'train:' section (or TrainConfig keys)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a TrainConfig field")
+    t.add_argument("--out", required=True, help="output folder (metrics.json, seed*/weights.safetensors)")
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("export", help="export a trained architecture to ONNX or TorchScript (outputs checked)")
+    e.add_argument("--arch", required=True)
+    e.add_argument("--weights", required=True, help=".safetensors (or .pt state dict) trained for this arch")
+    e.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    e.add_argument("--out", required=True)
+    e.add_argument("--no-check", action="store_true", help="skip comparing the exported model's outputs")
+    e.set_defaults(func=_export)
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError as e:
+        raise DfnasError(f"--seeds must be comma-separated integers, got {text!r}") from e
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise DfnasError(f"--seeds must list distinct integers, got {text!r}")
+    return seeds
+
+
+def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
+    data = load_yaml(args.config) if args.config else {}
+    if isinstance(data.get("train"), dict):
+        data = data["train"]
+    data = {"train": data}
+    apply_overrides(data, [s if s.startswith("train.") else f"train.{s}" for s in args.set])
+    d = data["train"]
+    for key, val in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr), ("device", args.device)):
+        if val is not None:
+            d[key] = val
+    return from_dict(TrainConfig, d, prefix="train.")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from dfnas.arch import load_arch
+    from dfnas.data import load_source
+    from dfnas.train import train_arch
+
+    cfg = train_config_from_args(args)
+    seeds = _parse_seeds(args.seeds)
+    record = load_arch(args.arch)
+    source = load_source(args.data, args.spec, "train")
+    test_ref = args.test_data or ("mnist" if args.data == "mnist" else None)
+    test_source = load_source(test_ref, args.spec if test_ref != "mnist" else None, "test") if test_ref else None
+    teacher = None
+    if args.teacher:
+        from dfnas.teachers import load_teacher, validate_teacher
+
+        t = load_teacher(args.teacher, args.teacher_weights, args.spec or source.spec)
+        validate_teacher(t, need_bn=False)
+        if t.spec.num_classes != source.spec.num_classes:
+            raise DfnasError(f"teacher has {t.spec.num_classes} classes, the data {source.spec.num_classes}")
+        teacher = t.module
+    if test_source is None:
+        print("dfnas: note: no --test-data given; metrics.json will have no test accuracy")
+    metrics = train_arch(record, source, test_source, seeds=seeds, out=args.out, teacher=teacher, cfg=cfg,
+                         progress=not args.no_progress)
+    assert metrics is not None
+    print(json.dumps({k: metrics[k] for k in ("test_accuracy_mean", "test_accuracy_std", "flops", "params", "wall_seconds")}))
+    print(f"resolved config: {to_dict(cfg)}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from dfnas.export import export_model
+
+    res = export_model(args.arch, args.weights, args.format, args.out, check=not args.no_check)
+    print(json.dumps(res))
+    return 0
