@@ -133,17 +133,14 @@ def plot_history(result: SearchResult, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def _draw(record: Any, path: Path) -> str | None:
-    """The architecture drawing from dfnas.draw; None when that module is absent or fails."""
+def _draw(space: str, choices: dict[str, Any], path: Path, title: str) -> str | None:
+    """The architecture drawing from dfnas.draw; a warning string if it is absent or fails."""
     try:
-        from dfnas import draw
+        from dfnas.draw import draw_arch
     except ImportError:
         return "dfnas.draw not available"
-    fn = getattr(draw, "draw_arch", None) or getattr(draw, "draw", None)
-    if fn is None:
-        return "dfnas.draw has no draw_arch"
     try:
-        atomic_save(path, lambda tmp: fn(record, tmp))
+        draw_arch(space, choices, path, title)
     except Exception as e:  # noqa: BLE001 - a drawing must never lose a finished search
         return f"drawing failed: {type(e).__name__}: {e}"
     return None
@@ -200,7 +197,8 @@ def run_search(cfg: SearchConfig, source: Source, out: str | Path | None, *, hoo
     if out_path is not None:
         if result.history:
             plot_history(result, out_path / "alphas.png", f"{cfg.algo} on {cfg.space}: architecture weights per epoch")
-        if (err := _draw(record.get("_record"), out_path / "arch.png")) is not None:
+        title = f"{cfg.algo} on {cfg.space} ({'synthetic' if source.is_synthetic else 'real'} data, seed {cfg.seed})"
+        if (err := _draw(cfg.space, result.arch, out_path / "arch.png", title)) is not None:
             ctx.log({"event": "draw", "warning": err})
         ctx.log({"event": "done", "seconds": round(wall, 2), "arch": result.arch})
     record.pop("_record", None)

@@ -114,6 +114,7 @@ class SposStrategy(Strategy):
             model.load_state_dict(trained)  # save the trained supernet, not the last candidate's BN stats
             ctx.save_checkpoint(self._state(model, "evolve", final_epoch, s))
             ctx.log({"generation": s["generation"], **s["history"][-1]})
+            ctx.step_end({"generation": s["generation"], "best": s["history"][-1]["best"]})
 
         def score(arch: Arch) -> float:
             model.load_state_dict(trained)
