@@ -179,25 +179,24 @@ class DartsStrategy(Strategy):
         return loss.item()
 
     # -- the search -----------------------------------------------------------------------------
-    def state_dict(self, model: nn.Module, epoch: int, history: list) -> dict[str, Any]:
+    def state_dict(self, model: nn.Module, epoch: int, history: list, metrics: dict) -> dict[str, Any]:
         return {"algo": self.name, "epoch": epoch, "model": model.state_dict(), "alphas": self.alphas.state_dict(),
                 "w_opt": self.w_opt.state_dict(), "sched": self.sched.state_dict(),
-                "arch_opt": self.arch_opt.state_dict(), "history": history}
+                "arch_opt": self.arch_opt.state_dict(), "history": history, "metrics": metrics}
 
     def search(self, model: nn.Module, ctx: SearchContext) -> SearchResult:
         model.to(ctx.device).train()
         self.setup(model, ctx)
         history: list[dict[str, list[float]]] = [{k: v.tolist() for k, v in self.probs().items()}]
-        start = 0
+        start, metrics = 0, {}
         if (st := ctx.load_checkpoint()) is not None:
             model.load_state_dict(st["model"])
             self.alphas.load_state_dict(st["alphas"])
             self.w_opt.load_state_dict(st["w_opt"])
             self.sched.load_state_dict(st["sched"])
             self.arch_opt.load_state_dict(st["arch_opt"])
-            history, start = st["history"], st["epoch"] + 1
+            history, start, metrics = st["history"], st["epoch"] + 1, st["metrics"]
         data = ctx.data
-        metrics: dict[str, float] = {}
         for epoch in range(start, self.cfg.epochs):
             val = data.cycle("val", f"darts-e{epoch}")
             bar = ctx.bar(data.steps("train"), f"darts e{epoch + 1}/{self.cfg.epochs}")
@@ -215,7 +214,7 @@ class DartsStrategy(Strategy):
             self.sched.step()
             history.append({k: v.tolist() for k, v in self.probs().items()})
             metrics = {"train_loss": lt / max(n, 1), "val_loss": lv / max(n, 1)}
-            ctx.save_checkpoint(self.state_dict(model, epoch, history))
+            ctx.save_checkpoint(self.state_dict(model, epoch, history, metrics))
             ctx.epoch_end(epoch, metrics)
         final = evaluate(model, data.batches("val", "final", train_aug=False), self.cfg.kd_temperature)
         metrics = {**metrics, "supernet_val_loss": final["loss"], "supernet_val_acc": final["acc"],

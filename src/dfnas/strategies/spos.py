@@ -60,9 +60,9 @@ class SposStrategy(Strategy):
                        self.cfg.kd_temperature)
         return res["acc"] - 1e-6 * res["loss"]  # ties broken by loss
 
-    def train_supernet(self, model: nn.Module, ctx: SearchContext, start: int) -> dict[str, float]:
+    def train_supernet(self, model: nn.Module, ctx: SearchContext, start: int,
+                       metrics: dict[str, float]) -> dict[str, float]:
         data = ctx.data
-        metrics: dict[str, float] = {}
         for epoch in range(start, self.cfg.epochs):
             rng = random.Random(derive_seed(self.cfg.seed, "spos-paths", epoch))
             bar = ctx.bar(data.steps("train"), f"spos supernet e{epoch + 1}/{self.cfg.epochs}")
@@ -82,25 +82,26 @@ class SposStrategy(Strategy):
             bar.close()
             self.sched.step()
             metrics = {"train_loss": lt / max(n, 1)}
-            ctx.save_checkpoint(self._state(model, "train", epoch, None))
+            ctx.save_checkpoint(self._state(model, "train", epoch, None, metrics))
             ctx.epoch_end(epoch, metrics)
         return metrics
 
-    def _state(self, model: nn.Module, phase: str, epoch: int, evo: dict[str, Any] | None) -> dict[str, Any]:
-        return {"algo": self.name, "phase": phase, "epoch": epoch, "model": model.state_dict(),
+    def _state(self, model: nn.Module, phase: str, epoch: int, evo: dict[str, Any] | None,
+               metrics: dict[str, float]) -> dict[str, Any]:
+        return {"algo": self.name, "phase": phase, "epoch": epoch, "model": model.state_dict(), "metrics": metrics,
                 "w_opt": self.w_opt.state_dict(), "sched": self.sched.state_dict(), "evolution": evo}
 
     def search(self, model: nn.Module, ctx: SearchContext) -> SearchResult:
         model.to(ctx.device).train()
         self.setup(model, ctx)
         st = ctx.load_checkpoint()
-        start, evo_state = 0, None
+        start, evo_state, metrics = 0, None, {}
         if st is not None:
             model.load_state_dict(st["model"])
             self.w_opt.load_state_dict(st["w_opt"])
             self.sched.load_state_dict(st["sched"])
-            start, evo_state = st["epoch"] + 1, st["evolution"]
-        metrics = self.train_supernet(model, ctx, start) if start < self.cfg.epochs else {}
+            start, evo_state, metrics = st["epoch"] + 1, st["evolution"], st["metrics"]
+        metrics = self.train_supernet(model, ctx, start, metrics)
         trained = {k: v.clone() for k, v in model.state_dict().items()}
         final_epoch = self.cfg.epochs - 1
         sc = self.cfg.spos
@@ -112,7 +113,7 @@ class SposStrategy(Strategy):
             bar.update(1)
             bar.set_postfix(best=f"{s['history'][-1]['best']:.4f}")
             model.load_state_dict(trained)  # save the trained supernet, not the last candidate's BN stats
-            ctx.save_checkpoint(self._state(model, "evolve", final_epoch, s))
+            ctx.save_checkpoint(self._state(model, "evolve", final_epoch, s, metrics))
             ctx.log({"generation": s["generation"], **s["history"][-1]})
             ctx.step_end({"generation": s["generation"], "best": s["history"][-1]["best"]})
 
