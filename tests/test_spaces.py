@@ -1,0 +1,161 @@
+"""Search spaces: every space builds, runs forward/backward at 1x28x28, counts FLOPs exactly
+per architecture; DARTS genotype derivation and NB201 strings on hand-made inputs."""
+
+from __future__ import annotations
+
+import copy
+import random
+
+import pytest
+import torch
+
+from dfnas.errors import DfnasError
+from dfnas.profile import count_flops, count_params, flops_of_arch, params_of_arch
+from dfnas.spaces import (
+    InputChoice,
+    LayerChoice,
+    choice_modules,
+    create_space,
+    fix,
+    list_spaces,
+    sample_arch,
+    search_space_of,
+)
+from dfnas.spaces.darts import DARTS_OPS, derive_darts_arch, genotype_string
+from dfnas.spaces.nb201 import NB201_OPS, derive_nb201_arch, from_nb201_string, to_nb201_string
+from dfnas.spaces.ops import Unused
+
+torch.set_num_threads(1)
+
+SMALL = {
+    "darts": {"channels": 4, "layers": 3},
+    "nb201": {"channels": 4, "cells_per_stage": 1},
+    "proxyless": {"stem_channels": 8, "first_channels": 4, "stage_channels": [8, 12], "stage_depths": [2, 2],
+                  "stage_strides": [2, 2], "last_channels": 16},
+    "spos": {"stem_channels": 8, "stage_channels": [12, 24], "stage_repeats": [2, 2], "last_channels": 16},
+}
+
+
+def test_registry_lists_the_four_spaces() -> None:
+    assert list_spaces() == ["darts", "nb201", "proxyless", "spos"]
+    with pytest.raises(DfnasError, match="unknown search space"):
+        create_space("resnet")
+    with pytest.raises(DfnasError, match="no setting"):
+        create_space("darts", widht=3)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_space_forward_backward_and_flops(name: str) -> None:
+    torch.manual_seed(0)
+    net = create_space(name, num_classes=10, in_channels=1, image_size=28, **SMALL[name])
+    assert net.space_name == name and isinstance(net.space_version, int)
+    x = torch.randn(2, 1, 28, 28)
+    out = net(x)
+    assert out.shape == (2, 10)
+    out.sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
+    for s in range(2):
+        arch = sample_arch(net, random.Random(s))
+        fixed = fix(copy.deepcopy(net), arch)
+        assert not any(isinstance(m, (LayerChoice, InputChoice)) for m in fixed.modules())
+        assert fixed(x).shape == (2, 10)
+        flops = count_flops(fixed, (1, 28, 28))
+        assert flops > 0
+        # the per-choice table gives exactly the fixed network's count, without building it
+        assert flops_of_arch(net, arch) == flops
+        assert params_of_arch(net, arch) == count_params(fixed)
+
+
+def test_weighted_mixers_run_like_a_strategy_would() -> None:
+    """DARTS-style mixers: weighted sum of candidates, sum of all edges; alphas get gradients."""
+    net = create_space("darts", **SMALL["darts"])
+    alphas = {lbl: torch.zeros(len(m.names), requires_grad=True)
+              for lbl, m in choice_modules(net).items() if isinstance(m, LayerChoice)}
+
+    def layer_mixer(c: LayerChoice, x: torch.Tensor) -> torch.Tensor:
+        w = torch.softmax(alphas[c.label], 0)
+        return sum(w[i] * c.candidates[n](x) for i, n in enumerate(c.names))
+
+    for m in net.modules():
+        if isinstance(m, LayerChoice):
+            m.mixer = layer_mixer
+        elif isinstance(m, InputChoice):
+            m.mixer = lambda c, inputs: sum(inputs)
+    net(torch.randn(2, 1, 28, 28)).sum().backward()
+    assert all(a.grad is not None for a in alphas.values())
+
+
+def test_darts_labels() -> None:
+    space = search_space_of(create_space("darts", **SMALL["darts"]))
+    assert space["normal/op_2_0"] == DARTS_OPS and space["reduce/op_5_4"] == DARTS_OPS
+    assert space["normal/input_2"] == [0, 1] and space["reduce/input_5"] == [0, 1, 2, 3, 4]
+    assert len(space) == 2 * (14 + 4)
+
+
+def _onehot(op: str, strength: float) -> torch.Tensor:
+    w = torch.full((len(DARTS_OPS),), (1 - strength) / (len(DARTS_OPS) - 1))
+    w[DARTS_OPS.index(op)] = strength
+    return w
+
+
+def test_derive_darts_arch_on_hand_set_weights() -> None:
+    weights = {}
+    for cell in ("normal", "reduce"):
+        for node in range(2, 6):
+            for j in range(node):
+                weights[f"{cell}/op_{node}_{j}"] = _onehot("sep_conv_3x3", 0.2)
+    # node 2: edge 0 is mostly `none` (must not count), edge 1 strong dil_conv_5x5
+    weights["normal/op_2_0"] = _onehot("none", 0.9)
+    weights["normal/op_2_1"] = _onehot("dil_conv_5x5", 0.6)
+    # node 4: edges 3 and 1 are the strongest
+    weights["normal/op_4_3"] = _onehot("skip_connect", 0.7)
+    weights["normal/op_4_1"] = _onehot("max_pool_3x3", 0.5)
+    arch = derive_darts_arch(weights)
+    assert arch["normal/input_2"] == [0, 1]  # only two edges exist
+    assert arch["normal/op_2_1"] == "dil_conv_5x5"
+    assert arch["normal/op_2_0"] != "none"  # best non-none op even on a none-dominated edge
+    assert arch["normal/input_4"] == [1, 3]
+    assert arch["normal/op_4_3"] == "skip_connect" and arch["normal/op_4_1"] == "max_pool_3x3"
+    assert all(v != "none" for k, v in arch.items() if "/op_" in k)
+    # raw alphas with softmax give the same choice as probabilities
+    raw = {k: torch.log(v) for k, v in weights.items()}
+    assert derive_darts_arch(raw, apply_softmax=True) == arch
+    net = create_space("darts", **SMALL["darts"])
+    fixed = fix(net, arch)  # a complete, valid architecture
+    assert "normal: 2<-(" in genotype_string(arch)
+    # unchosen edges hold no parameters in the fixed network
+    node4 = fixed.cells[0].nodes[2]
+    assert isinstance(node4.ops[0], Unused) and isinstance(node4.ops[2], Unused)
+    assert not isinstance(node4.ops[1], Unused)
+
+
+def test_nb201_string_round_trip_and_errors() -> None:
+    s = "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_1x1~1|nor_conv_3x3~2|"
+    arch = from_nb201_string(s)
+    assert arch["cell/op_1_0"] == "nor_conv_3x3" and arch["cell/op_3_2"] == "nor_conv_3x3"
+    assert to_nb201_string(arch) == s
+    net = create_space("nb201", **SMALL["nb201"])
+    fix(net, arch)
+    for bad in ["|nor_conv_3x3~0|", "|conv~0|+|none~0|none~1|+|none~0|none~1|none~2|",
+                "|none~0|+|none~0|none~2|+|none~0|none~1|none~2|", "|none~0|+|none~0|none~0|+|none~0|none~1|none~2|"]:
+        with pytest.raises(DfnasError):
+            from_nb201_string(bad)
+    weights = {f"cell/op_{i}_{j}": torch.eye(5)[(i + j) % 5] for i in range(1, 4) for j in range(i)}
+    derived = derive_nb201_arch(weights)
+    assert derived["cell/op_2_1"] == NB201_OPS[3]
+
+
+def test_proxyless_zero_only_where_skippable() -> None:
+    net = create_space("proxyless", **SMALL["proxyless"])
+    space = search_space_of(net)
+    assert "zero" not in space["layer_0"] and "zero" in space["layer_1"]
+    assert [n for n in space["layer_0"]] == ["k3_e3", "k3_e6", "k5_e3", "k5_e6", "k7_e3", "k7_e6"]
+    big = {k: "k7_e6" for k in space}
+    small = {k: ("zero" if "zero" in v else "k3_e3") for k, v in space.items()}
+    assert flops_of_arch(net, small) < flops_of_arch(net, big)
+
+
+def test_spos_choices() -> None:
+    space = search_space_of(create_space("spos", **SMALL["spos"]))
+    assert len(space) == 4
+    assert all(v == ["shuffle3x3", "shuffle5x5", "shuffle7x7", "xception"] for v in space.values())
