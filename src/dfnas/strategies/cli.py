@@ -55,11 +55,14 @@ def resolve_config(args: argparse.Namespace) -> SearchConfig:
 
 def _search(args: argparse.Namespace) -> int:
     from dfnas.data import load_source
+    from dfnas.spaces import list_spaces
     from dfnas.strategies import COMPATIBLE_SPACES
     from dfnas.strategies.runner import check_config, run_search
 
     cfg = resolve_config(args)
     check_config(cfg)
+    if cfg.space not in list_spaces():
+        raise DfnasError(f"unknown search space '{cfg.space}'; choose one of {list_spaces()}")
     if cfg.space not in COMPATIBLE_SPACES[cfg.algo]:
         raise DfnasError(f"--algo {cfg.algo} cannot search --space {cfg.space}; "
                          f"it supports {list(COMPATIBLE_SPACES[cfg.algo])}")
