@@ -14,7 +14,8 @@ concatenation of the intermediate nodes.
 
 MNIST scale (defaults): `channels=8, layers=5, image_size=28, in_channels=1`.
 ImageNet scale (DARTS paper, evaluation net): `channels=48, layers=14, image_size=224,
-in_channels=3, num_classes=1000, stem_stride=8`; search on CIFAR: `channels=16, layers=8,
+in_channels=3, num_classes=1000, stem_stride=8, stem_multiplier=1` (the DARTS-V2 genotype
+then has 4.70M parameters, as published); search on CIFAR: `channels=16, layers=8,
 image_size=32, in_channels=3`.
 """
 

@@ -61,7 +61,10 @@ class MBLayer(nn.Module):
         self.choice = LayerChoice(label, cands)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.choice(x)
+        c = self.choice
+        if isinstance(c, ZeroLayer) or (isinstance(c, LayerChoice) and c.mixer is None and c.active == "zero"):
+            return x  # a skipped layer: no zeros computed, none exported
+        out = c(x)
         return out + x if self.residual else out
 
 
