@@ -85,6 +85,7 @@ class DartsStrategy(Strategy):
         self.arch_opt = torch.optim.Adam(self.alphas.parameters(), lr=dc.arch_lr, betas=dc.arch_betas,
                                          weight_decay=dc.arch_weight_decay)
         self.w_opt, self.sched = weight_optimizer(model, self.cfg)
+        self._frozen = False
         set_mixers(model, self._mixed_op, self._sum_inputs)
 
     @staticmethod
@@ -94,7 +95,10 @@ class DartsStrategy(Strategy):
 
     # -- mixers -------------------------------------------------------------------------------
     def _mixed_op(self, c: LayerChoice, x: torch.Tensor) -> torch.Tensor:
-        w = torch.softmax(self._alpha_of[c.label], 0)
+        a = self._alpha_of[c.label]
+        # weight step: constant mixing weights, so autograd neither computes alpha gradients
+        # nor keeps every candidate's output alive for them (less time and memory)
+        w = torch.softmax(a.detach() if self._frozen else a, 0)
         out: torch.Tensor | None = None
         for i, name in enumerate(c.names):
             if self.zero[c.label][i]:
@@ -172,7 +176,11 @@ class DartsStrategy(Strategy):
 
     def weight_step(self, model: nn.Module, x: torch.Tensor, t: torch.Tensor) -> float:
         self.w_opt.zero_grad(set_to_none=True)
-        loss = self._loss(model, x, t)
+        self._frozen = True
+        try:
+            loss = self._loss(model, x, t)
+        finally:
+            self._frozen = False
         loss.backward()
         clip_grads(model, self.cfg.grad_clip)
         self.w_opt.step()
