@@ -370,3 +370,24 @@ def test_resume_after_interruption_gives_same_arch(tmp_path, algo: str, crash_at
     assert res["search"] == ref["search"]
     log = (tmp_path / "run" / "search.log").read_text().splitlines()
     assert sum('"event": "start"' in line for line in log) == 2
+
+
+def test_two_path_gate_gradients_match_the_dense_formula() -> None:
+    """The memory-saving gate (one path with a graph) gives the same grads as g_a*o_a + g_b*o_b."""
+    from dfnas.strategies.proxyless import _TwoPathGate
+
+    torch.manual_seed(0)
+    op_a, op_b = conv(3, 3, False).double(), conv(3, 1, False).double()
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    for active in (0, 1):
+        gates = torch.zeros(2, dtype=torch.float64)
+        gates[active] = 1
+        g1 = gates.clone().requires_grad_(True)
+        dense = ((g1[0] * op_a(x) + g1[1] * op_b(x)) * w).sum()
+        ref = torch.autograd.grad(dense, [g1, x])
+        g2 = gates.clone().requires_grad_(True)
+        ours = (_TwoPathGate.apply(x, g2, op_a, op_b) * w).sum()
+        got = torch.autograd.grad(ours, [g2, x])
+        for r, o in zip(ref, got, strict=True):
+            assert torch.allclose(r, o, atol=1e-10)

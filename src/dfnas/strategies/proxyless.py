@@ -10,9 +10,10 @@ Per LayerChoice an architecture parameter vector alpha, path probabilities p = s
   draw the binary gate g (one-hot, one active path) from p'. The output is
   sum_k g_k * o_k, so the backward gives dL/dg_k = <dL/dout, o_k> for the two paths, and
   dL/dalpha_i = sum_j dL/dg_j p'_j (delta_ij - p'_i) (BinaryConnect-style estimator).
+  Only the active path runs with a graph; the other sampled path is recomputed without one
+  inside the backward to get its <dL/dout, o_k> (`_TwoPathGate`), so memory is one path.
   After the Adam step the two alphas are shifted so that their total probability mass is
   unchanged, so unsampled paths keep their probabilities (as in the released code).
-  Memory of the arch step: two paths per choice.
 * Hardware-aware loss on the expected cost E = base + sum_l sum_k p_lk c_lk, from a per-choice
   table of MFLOPs or measured latency (ms, cached): `mul`: loss * (E / target)^beta,
   `add`: loss + lambda * E / target. The cost term is differentiable in alpha directly.
@@ -44,6 +45,38 @@ from dfnas.strategies.common import (
     set_mixers,
     weight_optimizer,
 )
+
+
+class _TwoPathGate(torch.autograd.Function):
+    """out = g_a * o_a + g_b * o_b with one-hot g, keeping only the ACTIVE path's graph.
+
+    Forward runs the active path (with autograd, on a detached copy of x) and returns its
+    output. Backward: grad_x through the active path; dL/dg_k = <grad_out, o_k>, where the
+    inactive path's output is recomputed without a graph. Memory: one path, as in the
+    released ProxylessNAS code; the weights of the path get no gradient (arch step only).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, gates: torch.Tensor, op_a: nn.Module, op_b: nn.Module) -> torch.Tensor:
+        active = int(gates.argmax())
+        xd = x.detach().requires_grad_(x.requires_grad)
+        with torch.enable_grad():
+            out = (op_a, op_b)[active](xd)
+        ctx.xd, ctx.out, ctx.other, ctx.active = xd, out, (op_a, op_b)[1 - active], active
+        return out.detach()
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor, None, None]:
+        xd, out = ctx.xd, ctx.out
+        grad_x = None
+        if xd.requires_grad:
+            (grad_x,) = torch.autograd.grad(out, xd, grad_out)
+        with torch.no_grad():
+            g = torch.empty(2, dtype=grad_out.dtype, device=grad_out.device)
+            g[ctx.active] = (out.detach() * grad_out).sum()
+            g[1 - ctx.active] = (ctx.other(xd.detach()) * grad_out).sum()
+        del ctx.xd, ctx.out, ctx.other
+        return grad_x, g, None, None
 
 
 class ProxylessStrategy(Strategy):
@@ -83,8 +116,7 @@ class ProxylessStrategy(Strategy):
         if m[0] == "single":
             return c.candidates[c.names[m[1]]](x)
         (a, b), gates = m[1], m[2]
-        # both sampled paths run (their outputs give dL/dg); the forward value is the gated one
-        return gates[0] * c.candidates[c.names[a]](x) + gates[1] * c.candidates[c.names[b]](x)
+        return _TwoPathGate.apply(x, gates, c.candidates[c.names[a]], c.candidates[c.names[b]])
 
     def probs(self) -> dict[str, torch.Tensor]:
         return {k: torch.softmax(a.detach(), 0).cpu() for k, a in self._alpha_of.items()}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import torch
 from torch import nn
 
 from dfnas.errors import DfnasError
@@ -60,6 +61,16 @@ class SposStrategy(Strategy):
                        self.cfg.kd_temperature)
         return res["acc"] - 1e-6 * res["loss"]  # ties broken by loss
 
+    def train_step(self, model: nn.Module, x: torch.Tensor, t: torch.Tensor, rng: random.Random) -> float:
+        """One SGD step of the supernet on one uniformly drawn path."""
+        apply_arch(model, self.sample(model, rng))
+        self.w_opt.zero_grad(set_to_none=True)
+        loss = search_loss(model(x), t, self.cfg.kd_temperature)
+        loss.backward()
+        clip_grads(model, self.cfg.grad_clip)
+        self.w_opt.step()
+        return loss.item()
+
     def train_supernet(self, model: nn.Module, ctx: SearchContext, start: int,
                        metrics: dict[str, float]) -> dict[str, float]:
         data = ctx.data
@@ -68,13 +79,7 @@ class SposStrategy(Strategy):
             bar = ctx.bar(data.steps("train"), f"spos supernet e{epoch + 1}/{self.cfg.epochs}")
             lt, n = 0.0, 0
             for x, t in data.batches("train", f"spos-e{epoch}"):
-                apply_arch(model, self.sample(model, rng))
-                self.w_opt.zero_grad(set_to_none=True)
-                loss = search_loss(model(x), t, self.cfg.kd_temperature)
-                loss.backward()
-                clip_grads(model, self.cfg.grad_clip)
-                self.w_opt.step()
-                lt += loss.item()
+                lt += self.train_step(model, x, t, rng)
                 n += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{lt / n:.3f}")
