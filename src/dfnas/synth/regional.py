@@ -29,8 +29,8 @@ def sample_boxes(
     log_r = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[:, 1]
     r = torch.exp(log_r)
     a = frac * height * width
-    bh = torch.sqrt(a / r).round().clamp(1, height).long()
-    bw = torch.sqrt(a * r).round().clamp(1, width).long()
+    bh = torch.sqrt(a / r).round().clamp(min(2, height), height).long()
+    bw = torch.sqrt(a * r).round().clamp(min(2, width), width).long()
     top = (torch.rand(n, generator=generator, dtype=torch.float64) * (height - bh + 1)).floor().long()
     left = (u[:, 2] * (width - bw + 1)).floor().long()
     return torch.stack([top, left, bh, bw], dim=1)
@@ -53,24 +53,27 @@ def crop_resize(
 ) -> torch.Tensor:
     """Bilinear crop of `boxes` (in pixels of x) resized to `out_hw`, optional per-image flip.
 
-    With align_corners=True the first/last output pixel centres land on the centres of the
-    box's first/last pixels, so every sample is a convex mix of in-box pixels only.
+    Sample points run from the centre of the box's first pixel to the centre of its last,
+    pulled in by `_EPS` pixel so that rounding can never give weight (or gradient) to a
+    pixel outside the box.
     """
     n, _, h, w = x.shape
     oh, ow = out_hw
-    b = boxes.to(x.device, torch.float32)
-    top, left, bh, bw = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
-    # centre and half-extent of the box's pixel centres, in normalized [-1, 1] coordinates
-    cx = (left + (bw - 1) / 2) / max(w - 1, 1) * 2 - 1
-    cy = (top + (bh - 1) / 2) / max(h - 1, 1) * 2 - 1
-    sx = (bw - 1) / max(w - 1, 1)
-    sy = (bh - 1) / max(h - 1, 1)
+    b = boxes.to(x.device, torch.float64)
+    top, left, bh, bw = (b[:, i : i + 1] for i in range(4))
+    u = torch.linspace(0, 1, ow, device=x.device, dtype=torch.float64) if ow > 1 else torch.full((1,), 0.5, device=x.device, dtype=torch.float64)
+    v = torch.linspace(0, 1, oh, device=x.device, dtype=torch.float64) if oh > 1 else torch.full((1,), 0.5, device=x.device, dtype=torch.float64)
+    u = u.expand(n, ow)
     if flip is not None:
-        sx = torch.where(flip.to(x.device), -sx, sx)
-    theta = torch.zeros(n, 2, 3, device=x.device, dtype=torch.float32)
-    theta[:, 0, 0] = sx
-    theta[:, 0, 2] = cx
-    theta[:, 1, 1] = sy
-    theta[:, 1, 2] = cy
-    grid = F.affine_grid(theta, [n, x.shape[1], oh, ow], align_corners=True).to(x.dtype)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
+        u = torch.where(flip.to(x.device).view(-1, 1), 1 - u, u)
+    ex = torch.where(bw >= w, 0.0, _EPS)  # a box spanning the axis has no outside to protect
+    ey = torch.where(bh >= h, 0.0, _EPS)
+    xs = left + ex + u * (bw - 1 - 2 * ex).clamp_min(0)
+    ys = top + ey + v.expand(n, oh) * (bh - 1 - 2 * ey).clamp_min(0)
+    gx = xs / max(w - 1, 1) * 2 - 1
+    gy = ys / max(h - 1, 1) * 2 - 1
+    grid = torch.stack([gx[:, None, :].expand(n, oh, ow), gy[:, :, None].expand(n, oh, ow)], dim=-1)
+    return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="border", align_corners=True)
+
+
+_EPS = 1e-3

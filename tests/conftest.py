@@ -1,0 +1,74 @@
+"""Shared fixtures: tiny synthesis settings and a user teacher written to disk."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from dfnas.config import SynthConfig
+
+USER_TEACHER = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self, channels=3, classes=4):
+            super().__init__()
+            self.body = nn.Sequential(
+                nn.Conv2d(channels, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            self.head = nn.Linear(8, classes)
+
+        def forward(self, x):
+            return self.head(self.body(x))
+
+    def build():
+        return Net()
+
+    def build_no_bn():
+        return nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 4))
+    """
+)
+
+USER_SPEC = {"channels": 3, "height": 16, "width": 16, "num_classes": 4,
+             "mean": [127.5, 127.5, 127.5], "std": [64.0, 64.0, 64.0], "pixel_range": [0, 255],
+             "class_names": ["cat", "dog", "cup", "mug"], "allow_flip": True}
+
+
+@pytest.fixture
+def user_teacher(tmp_path: Path) -> dict[str, Path]:
+    """A 3x16x16, 4-class teacher taking raw 0-255 pixels, as factory file + weights + spec."""
+    py = tmp_path / "teacher_def.py"
+    py.write_text(USER_TEACHER)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("teacher_def_fixture", py)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    torch.manual_seed(0)
+    net = mod.build()
+    with torch.no_grad():  # non-trivial running statistics
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    torch.save(net.state_dict(), tmp_path / "w.pt")
+    (tmp_path / "spec.json").write_text(json.dumps(USER_SPEC))
+    net.eval()
+    torch.jit.save(torch.jit.trace(net, torch.rand(2, 3, 16, 16)), str(tmp_path / "net.ts"))
+    return {"py": py, "safetensors": tmp_path / "w.safetensors", "pt": tmp_path / "w.pt",
+            "spec": tmp_path / "spec.json", "ts": tmp_path / "net.ts", "module": net}
+
+
+@pytest.fixture
+def tiny_cfg() -> SynthConfig:
+    return SynthConfig(per_class=2, rounds=2, batch_size=10, steps=12, best_every=2, log_every=5)

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import pytest
+
+from dfnas.config import SynthConfig, apply_overrides, from_dict, to_dict
+from dfnas.errors import DfnasError
+
+
+def test_from_dict_types_and_round_trip():
+    cfg = from_dict(SynthConfig, {"steps": 50, "region_area": [0.5, 1], "lr": 1})
+    assert cfg.steps == 50 and cfg.region_area == (0.5, 1.0) and isinstance(cfg.lr, float)
+    assert from_dict(SynthConfig, to_dict(cfg)) == cfg
+
+
+def test_unknown_key_names_key_and_allowed():
+    with pytest.raises(DfnasError, match=r"unknown config key 'synth.stpes'.*steps"):
+        from_dict(SynthConfig, {"stpes": 3}, prefix="synth.")
+
+
+@pytest.mark.parametrize("key,value", [("steps", "many"), ("regional", 1), ("region_area", [0.5]), ("lr", True)])
+def test_wrong_type_is_refused(key, value):
+    with pytest.raises(DfnasError, match=key):
+        from_dict(SynthConfig, {key: value})
+
+
+def test_overrides_parse_yaml_values():
+    d = apply_overrides({}, ["synth.steps=7", "synth.regional=false", "synth.region_area=[0.3, 0.9]"])
+    cfg = from_dict(SynthConfig, d["synth"])
+    assert cfg.steps == 7 and cfg.regional is False and cfg.region_area == (0.3, 0.9)
+    with pytest.raises(DfnasError, match="key=value"):
+        apply_overrides({}, ["steps"])
+
+
+def test_validate_ranges():
+    with pytest.raises(DfnasError, match="region_area"):
+        SynthConfig(region_area=(0.9, 0.2)).validate(10)
+    assert SynthConfig().resolve(28, 28).jitter == 4

@@ -1,0 +1,126 @@
+"""Unit checks of the synthesis terms against hand computations."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dfnas.config import SynthConfig
+from dfnas.synth.bn_hooks import FeatureProbe, bn_losses
+from dfnas.synth.engine import Inverter, lr_at, phases
+from dfnas.synth.losses import l2_prior, task_loss_per_image, tv_l1, tv_l2
+from dfnas.synth.regional import box_mask, crop_resize, sample_boxes
+from dfnas.teachers import load_teacher
+
+
+def _net() -> nn.Module:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(),
+                        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+    return net.eval()
+
+
+def test_bn_loss_equals_hand_computation():
+    net = _net()
+    x = torch.randn(6, 2, 5, 5)
+    probe = FeatureProbe(net)
+    _, taps = probe(x)
+    got = bn_losses(taps, probe.running)
+    # by hand: inputs of each BN, statistics over batch and positions (biased variance)
+    a0 = net[0](x)
+    a1 = net[3](net[2](net[1](a0)))
+    want = []
+    for a, bn in ((a0, net[1]), (a1, net[4])):
+        mean = a.mean(dim=(0, 2, 3))
+        var = ((a - mean.view(1, -1, 1, 1)) ** 2).mean(dim=(0, 2, 3))
+        want.append(torch.sqrt(((mean - bn.running_mean) ** 2).sum()) + torch.sqrt(((var - bn.running_var) ** 2).sum()))
+    assert torch.allclose(got, torch.stack(want), atol=1e-5)
+
+
+def test_torchscript_probe_matches_eager_hooks():
+    net = _net()
+    x = torch.randn(4, 2, 5, 5, requires_grad=True)
+    eager = FeatureProbe(net)
+    lo_e, taps_e = eager(x)
+    loss_e = bn_losses(taps_e, eager.running).sum() + lo_e.logsumexp(1).sum()
+    (g_e,) = torch.autograd.grad(loss_e, x)
+    eager.close()  # scripting refuses modules with Python hooks
+    for scripted in (torch.jit.script(net), torch.jit.trace(net, torch.randn(2, 2, 5, 5))):
+        probe = FeatureProbe(scripted)
+        lo, taps = probe(x)
+        loss = bn_losses(taps, probe.running).sum() + lo.logsumexp(1).sum()
+        (g,) = torch.autograd.grad(loss, x)
+        assert torch.allclose(lo, lo_e, atol=1e-6) and torch.allclose(g, g_e, atol=1e-6)
+        assert torch.allclose(taps.features, taps_e.features, atol=1e-6)
+
+
+def test_priors_by_hand():
+    x = torch.tensor([[[[0.0, 1.0], [3.0, 5.0]]]])
+    # horizontal diffs: 1, 2 ; vertical diffs: 3, 4
+    assert torch.isclose(tv_l2(x), torch.tensor((9 + 16) / 2 + (1 + 4) / 2))
+    assert torch.isclose(tv_l1(x), torch.tensor((3 + 4) / 2 + (1 + 2) / 2))
+    assert torch.isclose(l2_prior(x), torch.tensor((0 + 1 + 9 + 25) / 4))
+
+
+def test_soft_task_loss_is_cross_entropy_to_the_distribution():
+    logits = torch.randn(3, 4)
+    hard = torch.tensor([0, 1, 2])
+    one_hot = torch.nn.functional.one_hot(hard, 4).float()
+    assert torch.allclose(task_loss_per_image(logits, hard, one_hot), task_loss_per_image(logits, hard, None))
+
+
+def test_regional_gradient_only_inside_the_box():
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(16, 3, 20, 24, requires_grad=True)
+    boxes = sample_boxes(16, 20, 24, (0.2, 0.6), (0.5, 2.0), gen)
+    flip = torch.rand(16, generator=gen) < 0.5
+    out = crop_resize(x, boxes, (28, 28), flip)
+    (out * torch.randn_like(out)).sum().backward()
+    mask = box_mask(boxes, 20, 24).expand_as(x)
+    assert (x.grad[~mask] == 0).all()
+    assert (x.grad[mask] != 0).float().mean() > 0.9  # and the box itself does get gradient
+
+
+def test_full_box_crop_is_identity_and_flip_mirrors():
+    x = torch.rand(2, 1, 7, 9)
+    boxes = torch.tensor([[0, 0, 7, 9]] * 2)
+    assert torch.allclose(crop_resize(x, boxes, (7, 9)), x, atol=1e-5)
+    assert torch.allclose(crop_resize(x, boxes, (7, 9), torch.tensor([True, False]))[0], x[0].flip(-1), atol=1e-5)
+
+
+def test_boxes_respect_area_and_canvas():
+    gen = torch.Generator().manual_seed(0)
+    b = sample_boxes(2000, 32, 32, (0.25, 0.5), (0.75, 1.33), gen)
+    area = (b[:, 2] * b[:, 3]).float() / 1024
+    assert (b[:, 0] >= 0).all() and (b[:, 0] + b[:, 2] <= 32).all() and (b[:, 1] + b[:, 3] <= 32).all()
+    assert area.min() > 0.2 and area.max() < 0.56
+
+
+def test_schedule_and_phases():
+    cfg = SynthConfig(steps=100, lowres_fraction=0.4, lowres_scale=0.5)
+    ph = phases(cfg, 28, 28)
+    assert [(p.steps, p.height) for p in ph] == [(40, 14), (60, 28)]
+    assert lr_at(0, 100, 1.0, 0.1) == 0.1 and lr_at(9, 100, 1.0, 0.1) == 1.0
+    assert lr_at(99, 100, 1.0, 0.1) < 0.01
+
+
+def test_regional_step_changes_only_pixels_in_the_box():
+    """One real synthesis step with only the box visible: pixels outside stay bit-identical."""
+    t = load_teacher("mnist-cnn")
+    cfg = SynthConfig(steps=1, lowres_fraction=0.0, regional=True, region_area=(0.2, 0.4), jitter=0,
+                      tv_l1=0.01).resolve(28, 28)
+    inv = Inverter(FeatureProbe(t.module), t.spec, cfg, "cpu")
+    x = torch.rand(10, 1, 28, 28).requires_grad_(True)
+    before = x.detach().clone()
+    gen = torch.Generator().manual_seed(3)
+    boxes = sample_boxes(10, 28, 28, cfg.region_area, cfg.region_ratio, torch.Generator().manual_seed(3))
+    inv._step(x, torch.arange(10), None, gen, torch.optim.Adam([x], lr=0.1))
+    changed = x.detach() != before
+    inside = box_mask(boxes, 28, 28)
+    assert changed.any() and not (changed & ~inside).any()

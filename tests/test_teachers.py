@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from dfnas.data import mnist_split
+from dfnas.errors import DfnasError
+from dfnas.teachers import bn_layers, load_teacher, validate_teacher
+from dfnas.teachers.spec import InputSpec
+
+
+def test_bundled_teacher_is_accurate_on_the_real_test_split():
+    t = load_teacher("mnist-cnn")
+    x, y = mnist_split("test")
+    with torch.inference_mode():
+        acc = (t.module(t.spec.normalize(x.float() / 255)).argmax(1) == y).float().mean().item()
+    assert acc >= 0.98
+    assert abs(acc - t.info["test_accuracy"]) < 1e-6  # the shipped record matches the weights
+    assert validate_teacher(t) == 5
+
+
+def test_mnist_split_is_fixed_and_disjoint():
+    xtr, ytr = mnist_split("train")
+    xte, yte = mnist_split("test")
+    assert len(xtr) == 4000 and len(xte) == 1000
+    assert torch.bincount(ytr).tolist() == [400] * 10 and torch.bincount(yte).tolist() == [100] * 10
+    tr = {bytes(a.numpy()) for a in xtr}
+    assert not any(bytes(a.numpy()) in tr for a in xte[:200])
+    assert torch.equal(mnist_split("train")[0], xtr)
+
+
+@pytest.mark.parametrize("weights", ["safetensors", "pt"])
+def test_factory_teacher_file_and_weights(user_teacher, weights):
+    t = load_teacher(f"{user_teacher['py']}:build", user_teacher[weights], user_teacher["spec"])
+    assert t.kind == "factory" and validate_teacher(t) == 2
+    x = torch.rand(3, 3, 16, 16) * 255
+    assert torch.allclose(t.module(x), user_teacher["module"](x))
+
+
+def test_torchscript_teacher(user_teacher):
+    t = load_teacher(str(user_teacher["ts"]), spec=user_teacher["spec"])
+    assert t.is_torchscript and validate_teacher(t) == 2
+
+
+def test_spec_maps_unit_images_to_teacher_input():
+    s = InputSpec(3, 4, 4, 2, mean=[127.5], std=[64.0], pixel_range=(0, 255))
+    x = torch.full((1, 3, 4, 4), 1.0)
+    assert torch.allclose(s.normalize(x), torch.full_like(x, (255 - 127.5) / 64))
+
+
+def _spec(tmp_path, **changes):
+    from tests.conftest import USER_SPEC
+
+    d = dict(USER_SPEC, **changes)
+    p = tmp_path / "bad_spec.json"
+    p.write_text(json.dumps(d))
+    return p
+
+
+@pytest.mark.parametrize("changes,match", [
+    ({"channels": 1, "mean": [127.5], "std": [64.0]}, "channels/height/width"),
+    ({"height": 5, "width": 5}, None),
+    ({"num_classes": 7, "class_names": None}, "outputs 4 classes but the spec says num_classes=7"),
+    ({"std": [0, 1, 1]}, "std"),
+    ({"mean": [1, 2]}, "one per channel"),
+])
+def test_spec_mismatch_errors(user_teacher, tmp_path, changes, match):
+    if match is None:  # a global-pool teacher runs at other sizes: nothing to refuse
+        t = load_teacher(f"{user_teacher['py']}:build", user_teacher["safetensors"], _spec(tmp_path, **changes))
+        assert validate_teacher(t) == 2
+        return
+    with pytest.raises(DfnasError, match=match):
+        t = load_teacher(f"{user_teacher['py']}:build", user_teacher["safetensors"], _spec(tmp_path, **changes))
+        validate_teacher(t)
+
+
+def test_missing_inputs_errors(user_teacher, tmp_path):
+    with pytest.raises(DfnasError, match="not found"):
+        load_teacher("nope/file.py:build", user_teacher["safetensors"], user_teacher["spec"])
+    with pytest.raises(DfnasError, match="--weights"):
+        load_teacher(f"{user_teacher['py']}:build", None, user_teacher["spec"])
+    with pytest.raises(DfnasError, match="--spec"):
+        load_teacher(f"{user_teacher['py']}:build", user_teacher["safetensors"], None)
+    with pytest.raises(DfnasError, match="weights file not found"):
+        load_teacher(f"{user_teacher['py']}:build", tmp_path / "missing.pt", user_teacher["spec"])
+    with pytest.raises(DfnasError, match="has no attribute 'nothere'"):
+        load_teacher(f"{user_teacher['py']}:nothere", user_teacher["safetensors"], user_teacher["spec"])
+    with pytest.raises(DfnasError, match="spec file not found"):
+        load_teacher(str(user_teacher["ts"]), spec=tmp_path / "nospec.json")
+    with pytest.raises(DfnasError, match="not found: use a bundled name"):
+        load_teacher("resnet-9000")
+
+
+def test_weights_that_do_not_fit(user_teacher, tmp_path):
+    sd = torch.load(user_teacher["pt"], weights_only=True)
+    sd["head.weight"] = torch.zeros(5, 8)
+    torch.save(sd, tmp_path / "bad.pt")
+    with pytest.raises(DfnasError, match="shape of 'head.weight'"):
+        load_teacher(f"{user_teacher['py']}:build", tmp_path / "bad.pt", user_teacher["spec"])
+
+
+def test_pickled_objects_are_not_loaded(user_teacher, tmp_path):
+    torch.save({"model": torch.nn.Linear(2, 2)}, tmp_path / "pickled.pt")
+    with pytest.raises(DfnasError, match="weights_only=True"):
+        load_teacher(f"{user_teacher['py']}:build", tmp_path / "pickled.pt", user_teacher["spec"])
+
+
+def test_no_batchnorm_with_feature_loss(user_teacher):
+    from safetensors.torch import save_file
+
+    net = __import__("torch").nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 4))
+    path = user_teacher["py"].with_name("nobn.safetensors")
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    t = load_teacher(f"{user_teacher['py']}:build_no_bn", path, user_teacher["spec"])
+    with pytest.raises(DfnasError, match="no BatchNorm"):
+        validate_teacher(t, need_bn=True)
+    assert validate_teacher(t, need_bn=False) == 0
+    assert bn_layers(t.module) == []
+
+
+def test_non_finite_outputs(user_teacher, tmp_path):
+    sd = torch.load(user_teacher["pt"], weights_only=True)
+    sd["head.bias"] = torch.full((4,), float("nan"))
+    torch.save(sd, tmp_path / "nan.pt")
+    t = load_teacher(f"{user_teacher['py']}:build", tmp_path / "nan.pt", user_teacher["spec"])
+    with pytest.raises(DfnasError, match="non-finite"):
+        validate_teacher(t)
