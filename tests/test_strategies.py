@@ -391,3 +391,18 @@ def test_two_path_gate_gradients_match_the_dense_formula() -> None:
         got = torch.autograd.grad(ours, [g2, x])
         for r, o in zip(ref, got, strict=True):
             assert torch.allclose(r, o, atol=1e-10)
+
+
+def test_spos_rejection_sampling_stays_in_flops_range() -> None:
+    from dfnas.spaces import create_space
+
+    net = create_space("spos", num_classes=3, in_channels=1, image_size=8)
+    cfg = make_cfg(algo="spos")
+    strat = create_strategy("spos", cfg)
+    strat.setup(net, SearchContext(cfg, SearchData(toy_source(), cfg), progress=False))
+    rng = random.Random(0)
+    costs = sorted(strat.cost.of(sample_arch(net, rng)) for _ in range(30))
+    lo, hi = costs[10], costs[20]
+    strat.cfg.spos.flops_range = (lo, hi)
+    drawn = [strat.cost.of(strat.sample(net, rng)) for _ in range(20)]
+    assert all(lo <= c <= hi for c in drawn)

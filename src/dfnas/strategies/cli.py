@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="mnist, npz:PATH, an ImageFolder directory or a dfnas synth directory")
     p.add_argument("--spec", default=None, help="input spec JSON (needed for npz: and ImageFolder data)")
     p.add_argument("--out", required=True, help="output folder (arch.json, config.yaml, log, drawings, checkpoint)")
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None,
+                   help="supernet epochs (darts, proxyless, spos); random search uses random.train_steps per sample")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--config", default=None, help="YAML file with SearchConfig keys")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

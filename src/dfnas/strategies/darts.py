@@ -138,7 +138,12 @@ class DartsStrategy(Strategy):
         xi = dc.unrolled_lr if dc.unrolled_lr is not None else self.w_opt.param_groups[0]["lr"]
         alphas = list(self._alpha_of.values())
         params = [p for p in model.parameters() if p.requires_grad]
-        g_train = torch.autograd.grad(self._loss(model, xt, tt), params, allow_unused=True)
+        self._frozen = True  # the virtual step needs weight gradients only
+        try:
+            loss_t = self._loss(model, xt, tt)
+        finally:
+            self._frozen = False
+        g_train = torch.autograd.grad(loss_t, params, allow_unused=True)
         backup = [p.detach().clone() for p in params]
         with torch.no_grad():  # virtual SGD step w' (with the optimizer's momentum and decay)
             for p, g in zip(params, g_train, strict=True):

@@ -16,6 +16,7 @@ with the same architecture.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import time
 from collections.abc import Sequence
@@ -172,9 +173,11 @@ def run_search(cfg: SearchConfig, source: Source, out: str | Path | None, *, hoo
     from dfnas import __version__
 
     check_config(cfg)
-    strategy = create_strategy(cfg.algo, cfg)
+    create_strategy(cfg.algo, cfg)  # unknown algo: refuse before building anything
     if supernet is None:
         supernet, space_cfg = build_supernet(cfg, source)
+        cfg = dataclasses.replace(cfg, space_args=dict(space_cfg))  # config.yaml: every size resolved
+    strategy = create_strategy(cfg.algo, cfg)
     strategy.check(supernet, cfg.space)
     data = SearchData(source, cfg, cfg.device)
     out_path = Path(out) if out is not None else None
