@@ -255,7 +255,7 @@ class ProxylessSearchConfig:
 
     arch_lr: float = 1e-3
     arch_betas: tuple[float, float] = (0.0, 0.999)
-    warmup_epochs: int = 0  # weight-only epochs (uniform single paths) before arch updates
+    warmup_epochs: int | None = None  # weight-only epochs (uniform paths) first; None = epochs // 4
     hw_metric: Literal["flops", "latency", "none"] = "flops"
     hw_target: float | None = None  # MFLOPs or ms; None = expected cost of the uniform start
     hw_mode: Literal["mul", "add"] = "mul"  # loss*(cost/target)^beta or loss + lambda*cost/target

@@ -211,7 +211,7 @@ class ProxylessStrategy(Strategy):
         data, pc = ctx.data, self.cfg.proxyless
         for epoch in range(start, self.cfg.epochs):
             g = torch.Generator().manual_seed(derive_seed(self.cfg.seed, "proxyless-paths", epoch))
-            warm = epoch < pc.warmup_epochs
+            warm = epoch < (pc.warmup_epochs if pc.warmup_epochs is not None else self.cfg.epochs // 4)
             val = data.cycle("val", f"proxyless-e{epoch}")
             bar = ctx.bar(data.steps("train"), f"proxyless e{epoch + 1}/{self.cfg.epochs}{' warm-up' if warm else ''}")
             lt = lv = 0.0
