@@ -81,8 +81,12 @@ def test_bad_data_exit_2(tmp_path, capsys) -> None:
     assert search(*base, "--data", "npz:" + str(tmp_path / "d.npz"), "--spec", str(spec)) == 2  # 3 channels
     np.savez(tmp_path / "tiny.npz", x=np.zeros((2, 1, 28, 28), np.uint8), y=np.zeros(2, np.int64))
     assert search(*base, "--data", "npz:" + str(tmp_path / "tiny.npz"), "--spec", str(spec)) == 2  # too few
+    spec3 = tmp_path / "spec3.json"
+    spec3.write_text(json.dumps({"channels": 3, "height": 28, "width": 28, "num_classes": 10,
+                                 "mean": [0.5], "std": [0.5]}))
+    assert search(*base, "--data", "mnist", "--spec", str(spec3)) == 2  # MNIST is 1-channel
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 4 and all(line.startswith("dfnas: error:") for line in err)
+    assert len(err) == 5 and all(line.startswith("dfnas: error:") for line in err)
 
 
 def test_out_dir_of_another_run_is_refused_unless_force(tmp_path, capsys) -> None:

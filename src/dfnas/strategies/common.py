@@ -61,10 +61,26 @@ def top1(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------- data
 
 
+def check_fits(source: Source) -> None:
+    """Images, labels and stored logits must agree with the input spec the space is built from."""
+    s = source.spec
+    if source.x.dtype != torch.uint8 or source.x.dim() != 4 or tuple(source.x.shape[1:]) != (s.channels, s.height, s.width):
+        raise DfnasError(f"data {source.name} has images {tuple(source.x.shape[1:])} ({source.x.dtype}), "
+                         f"the input spec says {(s.channels, s.height, s.width)} uint8; pass the matching --spec")
+    if len(source.y) != len(source.x) or len(source.y) == 0:
+        raise DfnasError(f"data {source.name} has {len(source.x)} images and {len(source.y)} labels")
+    if int(source.y.min()) < 0 or int(source.y.max()) >= s.num_classes:
+        raise DfnasError(f"data {source.name} has labels outside [0, {s.num_classes}); check num_classes in the spec")
+    if source.logits is not None and tuple(source.logits.shape) != (len(source.x), s.num_classes):
+        raise DfnasError(f"data {source.name}: stored logits have shape {tuple(source.logits.shape)}, "
+                         f"expected ({len(source.x)}, {s.num_classes})")
+
+
 class SearchData:
     """A seeded train/val split of one Source, served as augmented normalised batches."""
 
     def __init__(self, source: Source, cfg: SearchConfig, device: torch.device | str = "cpu") -> None:
+        check_fits(source)
         n = len(source)
         n_val = int(round(n * cfg.val_fraction))
         if not 0 < n_val < n:
