@@ -124,3 +124,17 @@ def test_regional_step_changes_only_pixels_in_the_box():
     changed = x.detach() != before
     inside = box_mask(boxes, 28, 28)
     assert changed.any() and not (changed & ~inside).any()
+
+
+def test_probe_hooks_record_only_their_own_calls():
+    """A probe left open must not accumulate graphs from other forwards (memory leak)."""
+    net = _net()
+    idle = FeatureProbe(net)
+    active = FeatureProbe(net)
+    for _ in range(3):
+        active(torch.randn(4, 2, 5, 5, requires_grad=True))
+        net(torch.randn(4, 2, 5, 5))
+    assert idle._stats == [] and idle._features is None and active._stats == []
+    active.close()
+    idle.close()
+    assert not net[1]._forward_hooks

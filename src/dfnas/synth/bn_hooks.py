@@ -56,24 +56,33 @@ class FeatureProbe:
         if linears:
             self._handles.append(linears[-1].register_forward_hook(self._feat_hook))
         self._running_order: list[int] | None = None
+        self._active = False  # hooks record only during this probe's own calls
 
     def _bn_hook(self, i: int):
         def hook(_m: nn.Module, inp: tuple[torch.Tensor, ...], _out: torch.Tensor) -> None:
+            if not self._active:
+                return
             self._order.append(i)
             self._stats.append(_batch_stats(inp[0]))
 
         return hook
 
     def _feat_hook(self, _m: nn.Module, inp: tuple[torch.Tensor, ...], _out: torch.Tensor) -> None:
-        self._features = inp[0]
+        if self._active:
+            self._features = inp[0]
 
     def _call_eager(self, x: torch.Tensor) -> tuple[torch.Tensor, Taps]:
         self._order, self._stats, self._features = [], [], None
-        logits = self.module(x)
+        self._active = True
+        try:
+            logits = self.module(x)
+        finally:
+            self._active = False
         if self._running_order is None:  # forward order may differ from registration order
             self._running_order = list(self._order)
-        stats, self._stats = self._stats, []
-        return logits, Taps([m for m, _ in stats], [v for _, v in stats], self._features)
+        stats, feats = self._stats, self._features
+        self._stats, self._features = [], None  # hold no graph between calls
+        return logits, Taps([m for m, _ in stats], [v for _, v in stats], feats)
 
     # ---------------------------------------------------------------- TorchScript: graph outputs
     def _init_script(self, module: torch.jit.ScriptModule) -> None:
@@ -120,6 +129,13 @@ class FeatureProbe:
     def close(self) -> None:
         for h in getattr(self, "_handles", []):
             h.remove()
+        self._handles = []
+
+    def __enter__(self) -> FeatureProbe:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def bn_losses(taps: Taps, running: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:

@@ -44,8 +44,8 @@ def box_mask(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Boolean (n, 1, H, W) mask of the pixels inside each box."""
     rows = torch.arange(height).view(1, -1, 1)
     cols = torch.arange(width).view(1, 1, -1)
-    t, l, h, w = (boxes[:, i].view(-1, 1, 1) for i in range(4))
-    return ((rows >= t) & (rows < t + h) & (cols >= l) & (cols < l + w)).unsqueeze(1)
+    top, left, h, w = (boxes[:, i].view(-1, 1, 1) for i in range(4))
+    return ((rows >= top) & (rows < top + h) & (cols >= left) & (cols < left + w)).unsqueeze(1)
 
 
 def crop_resize(

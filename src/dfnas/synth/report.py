@@ -62,7 +62,7 @@ def _within_class_diversity(feats: torch.Tensor, labels: torch.Tensor) -> float:
         if n < 2:
             continue
         sim = fk @ fk.T
-        vals.append(((n * n - sim.sum().item()) / (n * (n - 1))))
+        vals.append((n * n - sim.sum().item()) / (n * (n - 1)))
     return sum(vals) / len(vals) if vals else float("nan")
 
 

@@ -67,6 +67,15 @@ def synthesize(
         probe = FeatureProbe(teacher.module)
     except ValueError as e:
         raise DfnasError(str(e)) from e
+    try:
+        return _synthesize(teacher, cfg, out, force, progress, rank, world_size, probe, n_bn, device)
+    finally:
+        probe.close()  # the teacher object may be reused: leave no hooks behind
+
+
+def _synthesize(teacher: Teacher, cfg: SynthConfig, out: str | Path, force: bool, progress: bool,
+                rank: int, world_size: int, probe: FeatureProbe, n_bn: int, device: torch.device) -> dict[str, Any]:
+    spec = teacher.spec
     header = {
         "fingerprint": fingerprint(teacher, cfg), "teacher": teacher.identity(), "spec": spec.to_dict(),
         "config": to_dict(cfg), "seed": cfg.seed, "bn_layers": n_bn,
@@ -127,7 +136,6 @@ def synthesize(
                 "images": len(t["labels"]), "steps_per_batch": cfg.steps,
                 "seconds_per_step": sum(secs.values()) / max(1, len(writer.manifest["shards"]) * cfg.steps)})
     atomic_write_json(root / "report.json", rep)
-    probe.close()
     if progress:
         print(format_report(rep))
     return rep
