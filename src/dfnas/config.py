@@ -333,3 +333,47 @@ class TrainConfig:
     kd_temperature: float = 3.0  # synthetic data / online teacher: KD at this T
     eval_batch_size: int = 500
     device: str = "cpu"
+
+
+# ----------------------------------------------------------------------------- dfnas run
+
+
+@dataclasses.dataclass
+class TeacherRefConfig:
+    """Which teacher `dfnas run` inverts: a bundled name, a factory + weights, or TorchScript."""
+
+    ref: str = "mnist-cnn"
+    weights: str | None = None  # state dict for a factory teacher (.safetensors / .pt)
+    spec: str | dict[str, Any] | None = None  # input spec: JSON path or an inline mapping
+
+
+@dataclasses.dataclass
+class RunTrainConfig(TrainConfig):
+    """Final training of the found network (TrainConfig fields) plus the run-only settings."""
+
+    seeds: list[int] = dataclasses.field(default_factory=lambda: [0])
+    online_teacher: bool = False  # KD to the live teacher on augmented views, not stored logits
+
+
+@dataclasses.dataclass
+class ExportConfig:
+    """Formats of the final network; onnx is skipped (with a note) when onnx is not installed."""
+
+    formats: list[str] = dataclasses.field(default_factory=lambda: ["torchscript", "onnx"])
+    check: bool = True  # compare the exported model's outputs with PyTorch
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """`dfnas run`: every stage's settings in one file; see dfnas.pipeline."""
+
+    teacher: TeacherRefConfig = dataclasses.field(default_factory=TeacherRefConfig)
+    synth: SynthConfig = dataclasses.field(default_factory=SynthConfig)
+    search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
+    train: RunTrainConfig = dataclasses.field(default_factory=RunTrainConfig)
+    export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+    test_data: str | None = None  # real labelled test set; None = MNIST test split for mnist-cnn
+    out: str = "runs/dfnas-run"  # output folder (--out overrides)
+    device: str | None = None  # when set, used by every stage (overrides the sections' device)
+    seed: int | None = None  # when set, used by every stage (synth, search, train seeds = [seed])
+    threads: int | None = None  # torch CPU threads; None = torch's default
