@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "dfnas.synth.cli",
     "dfnas.strategies.cli",
     "dfnas.train_cli",
+    "dfnas.pipeline_cli",
 ]
 
 

@@ -1,0 +1,382 @@
+"""`dfnas run`: teacher -> synthesize -> search -> distil the found network -> evaluate -> export -> report.
+
+    dfnas run                                    # the embedded demo (bundled MNIST teacher, data-free)
+    dfnas run configs/spos.yaml --out runs/spos --set search.epochs=4
+
+One output folder:
+
+    run.json              resolved config + one fingerprint per stage (what this folder holds)
+    config.yaml           the resolved config
+    stages/<stage>.json   done marker of each stage: fingerprint, seconds, result (written atomically)
+    synth/ search/ train/ export/   the stages' own folders (each stage is resumable by itself)
+    report.md, report.html, report_files/
+
+Fingerprints chain (search depends on synth, train on search, ...), so a changed setting
+invalidates its own stage and the later ones only. A folder holding another config
+is refused unless `force`; with `force`, the stages whose fingerprint changed are redone
+and finished earlier stages are kept. A killed run resumes: finished stages are skipped,
+the interrupted one continues from its own checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dfnas import __version__
+from dfnas.config import RunConfig, TrainConfig, dump_yaml, from_dict, to_dict
+from dfnas.errors import DfnasError
+from dfnas.io import atomic_write_json, atomic_write_text
+
+STAGES = ("teacher", "synth", "search", "train", "export")
+STAGE_DIRS = ("synth", "search", "train", "export")
+
+# The embedded default (`dfnas run` without a config); configs/demo.yaml holds the same.
+# Sized to finish in <= 10 minutes on 2 CPU cores (measured, see the README).
+DEMO: dict[str, Any] = {
+    "teacher": {"ref": "mnist-cnn"},
+    "synth": {"per_class": 20, "rounds": 3, "batch_size": 100, "steps": 200},
+    "search": {"algo": "darts", "space": "darts",
+               "epochs": 6, "batch_size": 64},
+    "train": {"epochs": 30, "batch_size": 64, "seeds": [0]},
+    "export": {"formats": ["torchscript", "onnx"]},
+    "out": "runs/demo",
+}
+
+# settings that change how fast a stage runs, not what it produces
+_EXECUTION_KEYS = {
+    "synth": ("device", "amp", "channels_last", "log_every"),
+    "search": ("device",),
+    "train": ("device", "eval_batch_size"),
+}
+
+
+def demo_config() -> RunConfig:
+    return from_dict(RunConfig, copy.deepcopy(DEMO))
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def resolve(cfg: RunConfig) -> RunConfig:
+    """Push the run-wide `device` and `seed` into every section (the saved config shows them)."""
+    cfg = copy.deepcopy(cfg)
+    if cfg.device is not None:
+        cfg.synth.device = cfg.search.device = cfg.train.device = cfg.device
+    if cfg.seed is not None:
+        cfg.synth.seed = cfg.search.seed = cfg.seed
+        cfg.train.seeds = [cfg.seed]
+    return cfg
+
+
+def validate(cfg: RunConfig) -> None:
+    """Everything checkable without loading anything heavy; one-line errors naming the key."""
+    from dfnas.export import FORMATS
+    from dfnas.spaces import list_spaces, resolve_space_cfg
+    from dfnas.strategies import ALGOS, COMPATIBLE_SPACES
+    from dfnas.strategies.runner import check_config
+
+    s = cfg.search
+    if s.algo not in ALGOS:
+        raise DfnasError(f"config key 'search.algo': '{s.algo}' is not allowed; choose one of {list(ALGOS)}")
+    if s.space not in list_spaces():
+        raise DfnasError(f"config key 'search.space': '{s.space}' is not allowed; choose one of {list_spaces()}")
+    if s.space not in COMPATIBLE_SPACES[s.algo]:
+        raise DfnasError(f"config key 'search.space': algo {s.algo} cannot search space '{s.space}'; "
+                         f"choose one of {list(COMPATIBLE_SPACES[s.algo])}")
+    try:
+        resolve_space_cfg(s.space, s.space_args)
+    except DfnasError as e:
+        raise DfnasError(f"config key 'search.space_args': {e}") from e
+    check_config(s)
+    cfg.synth.validate(1)
+    t = cfg.train
+    if t.epochs < 1 or t.batch_size < 1 or t.lr <= 0:
+        raise DfnasError("config keys 'train.epochs', 'train.batch_size' must be >= 1 and 'train.lr' > 0")
+    if not t.seeds or len(set(t.seeds)) != len(t.seeds):
+        raise DfnasError(f"config key 'train.seeds': give distinct integers, e.g. [0, 1, 2]; got {t.seeds}")
+    bad = [f for f in cfg.export.formats if f not in FORMATS]
+    if bad:
+        raise DfnasError(f"config key 'export.formats': {bad[0]!r} is not allowed; choose from {list(FORMATS)}")
+    if cfg.threads is not None and cfg.threads < 1:
+        raise DfnasError("config key 'threads' must be >= 1 (or null for torch's default)")
+    for dev in {cfg.synth.device, cfg.search.device, cfg.train.device}:
+        if dev.startswith("cuda") and not torch.cuda.is_available():
+            raise DfnasError(f"device '{dev}': CUDA is not available on this machine; use --device cpu")
+
+
+def train_config(cfg: RunConfig) -> TrainConfig:
+    """The TrainConfig part of the run's train section (what `train_arch` takes)."""
+    return TrainConfig(**{f.name: getattr(cfg.train, f.name) for f in dataclasses.fields(TrainConfig)})
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _section(cfg: RunConfig, name: str) -> dict[str, Any]:
+    d = to_dict(getattr(cfg, name))
+    return {k: v for k, v in d.items() if k not in _EXECUTION_KEYS.get(name, ())}
+
+
+def fingerprints(cfg: RunConfig, teacher: Any, test_ref: str | None) -> dict[str, str]:
+    """One hash per stage covering its own settings and every earlier stage's."""
+    from dfnas.synth.run import fingerprint as synth_fingerprint
+
+    spec = teacher.spec
+    fp = {"teacher": _hash({"teacher": teacher.identity(), "spec": spec.to_dict(), "test": test_ref})}
+    # the synth fingerprint covers the teacher's weights and spec, not the test data
+    fp["synth"] = _hash({"synth": synth_fingerprint(teacher, cfg.synth.resolve(spec.height, spec.width))})
+    fp["search"] = _hash({"prev": fp["synth"], "search": _section(cfg, "search")})
+    fp["train"] = _hash({"prev": fp["search"], "train": _section(cfg, "train"), "test": test_ref})
+    fp["export"] = _hash({"prev": fp["train"], "export": to_dict(cfg.export)})
+    return fp
+
+
+# ----------------------------------------------------------------------------- output folder
+
+
+def prepare_folder(out: Path, fps: dict[str, str], cfg: RunConfig, force: bool) -> list[str]:
+    """Refuse a folder of another run unless `force`; clear the stages whose fingerprint changed.
+
+    Returns the names of the stages that were reset.
+    """
+    if out.exists() and not out.is_dir():
+        raise DfnasError(f"--out {out} is a file; pass a folder")
+    reset: list[str] = []
+    if out.is_dir() and any(out.iterdir()):
+        run = out / "run.json"
+        prev: dict[str, Any] | None = None
+        if run.is_file():
+            try:
+                prev = json.loads(run.read_text())
+            except json.JSONDecodeError:
+                prev = None
+        if prev is None:
+            if not force:
+                raise DfnasError(f"--out {out} holds files that are not a dfnas run; choose a new folder or pass --force")
+            reset = list(STAGES)
+        else:
+            old = prev.get("fingerprints", {})
+            reset = [s for s in STAGES if old.get(s) != fps[s]]
+            if reset and not force:
+                raise DfnasError(f"--out {out} holds a run with another config (stages {', '.join(reset)} differ); "
+                                 f"choose a new folder or pass --force to redo those stages")
+        for s in reset:
+            (out / "stages" / f"{s}.json").unlink(missing_ok=True)
+            if s in STAGE_DIRS and (out / s).exists():
+                shutil.rmtree(out / s)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "run.json", {"dfnas": __version__, "fingerprints": fps, "config": to_dict(cfg)})
+    atomic_write_text(out / "config.yaml", dump_yaml(cfg))
+    return reset
+
+
+def read_marker(out: Path, stage: str, fp: str) -> dict[str, Any] | None:
+    """The stage's done marker when it belongs to this fingerprint, else None."""
+    p = out / "stages" / f"{stage}.json"
+    if not p.is_file():
+        return None
+    try:
+        m = json.loads(p.read_text())
+    except json.JSONDecodeError:
+        return None
+    return m if m.get("fingerprint") == fp else None
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+@dataclasses.dataclass
+class RunState:
+    """What the stages hand each other while one `run_pipeline` call runs."""
+
+    cfg: RunConfig
+    out: Path
+    teacher: Any
+    test_ref: str | None
+    progress: bool
+    _test_source: Any = None
+    _synth_source: Any = None
+
+    def test_source(self) -> Any:
+        from dfnas.data import load_source
+
+        if self.test_ref is None:
+            return None
+        if self._test_source is None:
+            spec = None if self.test_ref == "mnist" else self.teacher.spec
+            self._test_source = load_source(self.test_ref, spec, "test")
+        return self._test_source
+
+    def synth_source(self) -> Any:
+        from dfnas.data import load_source
+
+        if self._synth_source is None:
+            self._synth_source = load_source(str(self.out / "synth"))
+        return self._synth_source
+
+
+def stage_teacher(st: RunState) -> dict[str, Any]:
+    """Teacher accuracy on the real test data (when there is some) and its size."""
+    from dfnas.profile import profile
+    from dfnas.teachers import validate_teacher
+    from dfnas.train import evaluate
+
+    t = st.teacher
+    n_bn = validate_teacher(t, need_bn=st.cfg.synth.bn_weight > 0)
+    s = t.spec
+    res: dict[str, Any] = {"identity": t.identity(), "spec": s.to_dict(), "bn_layers": n_bn,
+                           "test_data": st.test_ref, "test_accuracy": None, "flops": None, "params": None}
+    try:
+        res.update(profile(t.module, (s.channels, s.height, s.width)))
+    except Exception as e:  # noqa: BLE001 - e.g. a TorchScript teacher the counter cannot hook
+        res["profile_error"] = f"{type(e).__name__}: {e}"
+    test = st.test_source()
+    if test is not None:
+        if (test.spec.channels, test.spec.height, test.spec.width, test.spec.num_classes) != (
+                s.channels, s.height, s.width, s.num_classes):
+            raise DfnasError(f"test data {st.test_ref} does not match the teacher's input spec "
+                             f"({s.channels}x{s.height}x{s.width}, {s.num_classes} classes)")
+        res["test_accuracy"] = evaluate(t.module, test, "cpu", st.cfg.train.eval_batch_size)
+    return res
+
+
+def stage_synth(st: RunState) -> dict[str, Any]:
+    from dfnas.synth import synthesize
+
+    return synthesize(st.teacher, st.cfg.synth, st.out / "synth", force=False, progress=st.progress)
+
+
+def stage_search(st: RunState) -> dict[str, Any]:
+    from dfnas.strategies.runner import run_search
+
+    return run_search(st.cfg.search, st.synth_source(), st.out / "search", progress=st.progress)
+
+
+def stage_train(st: RunState) -> dict[str, Any]:
+    from dfnas.arch import load_arch
+    from dfnas.train import train_arch
+
+    record = load_arch(st.out / "search" / "arch.json")
+    teacher = st.teacher.module if st.cfg.train.online_teacher else None
+    metrics = train_arch(record, st.synth_source(), st.test_source(), seeds=st.cfg.train.seeds,
+                         out=st.out / "train", teacher=teacher, cfg=train_config(st.cfg), progress=st.progress)
+    assert metrics is not None
+    return metrics
+
+
+def best_seed(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The seed whose network is exported: best test accuracy, else the first seed."""
+    runs = metrics["per_seed"]
+    scored = [r for r in runs if r.get("test_accuracy") is not None]
+    return max(scored, key=lambda r: r["test_accuracy"]) if scored else runs[0]
+
+
+def stage_export(st: RunState) -> dict[str, Any]:
+    """TorchScript always; ONNX when the onnx package is installed (else a note)."""
+    from dfnas.export import export_model
+
+    train = json.loads((st.out / "train" / "metrics.json").read_text())
+    seed = best_seed(train)
+    weights = st.out / "train" / seed["weights"]
+    exp = st.out / "export"
+    exp.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(st.out / "search" / "arch.json", exp / "arch.json")
+    shutil.copyfile(weights, exp / "weights.safetensors")
+    results: list[dict[str, Any]] = []
+    for fmt in st.cfg.export.formats:
+        path = exp / ("model.ts" if fmt == "torchscript" else "model.onnx")
+        if fmt == "onnx" and importlib.util.find_spec("onnx") is None:
+            results.append({"format": fmt, "out": None, "skipped": "onnx is not installed (pip install 'dfnas[export]')"})
+            continue
+        try:
+            r = export_model(exp / "arch.json", exp / "weights.safetensors", fmt, path, check=st.cfg.export.check)
+        except DfnasError as e:
+            if fmt == "torchscript":
+                raise
+            results.append({"format": fmt, "out": None, "skipped": f"export failed: {e}"})
+            continue
+        r["out"] = str(path.relative_to(st.out))
+        results.append(r)
+    return {"seed": seed["seed"], "weights": str((exp / "weights.safetensors").relative_to(st.out)),
+            "arch": "export/arch.json", "files": results}
+
+
+STAGE_FUNCS: dict[str, Callable[[RunState], dict[str, Any]]] = {
+    "teacher": stage_teacher, "synth": stage_synth, "search": stage_search,
+    "train": stage_train, "export": stage_export,
+}
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def default_test_data(cfg: RunConfig) -> str | None:
+    """Real test data: the configured one, else the MNIST test split for the bundled teacher."""
+    if cfg.test_data is not None:
+        return cfg.test_data
+    return "mnist" if cfg.teacher.ref == "mnist-cnn" else None
+
+
+def run_pipeline(cfg: RunConfig, out: str | Path | None = None, force: bool = False, progress: bool = True,
+                 command: str | None = None) -> dict[str, Any]:
+    """Run (or resume) every stage into `out` (default `cfg.out`); returns the summary dict."""
+    from dfnas.teachers import load_teacher
+
+    cfg = resolve(cfg)
+    validate(cfg)
+    out = Path(out if out is not None else cfg.out)
+    old_threads = torch.get_num_threads()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    try:
+        teacher = load_teacher(cfg.teacher.ref, cfg.teacher.weights, cfg.teacher.spec)
+        test_ref = default_test_data(cfg)
+        fps = fingerprints(cfg, teacher, test_ref)
+        reset = prepare_folder(out, fps, cfg, force)
+        if reset and progress and len(reset) < len(STAGES):
+            print(f"dfnas run: config changed; redoing stages {', '.join(reset)}")
+        st = RunState(cfg, out, teacher, test_ref, progress)
+        results: dict[str, dict[str, Any]] = {}
+        for i, name in enumerate(STAGES):
+            marker = read_marker(out, name, fps[name])
+            if marker is not None:
+                results[name] = {**marker, "skipped": True}
+                if progress:
+                    print(f"[{i + 1}/{len(STAGES) + 1}] {name}: done earlier ({marker['seconds']:.1f} s), skipped")
+                continue
+            if progress:
+                print(f"[{i + 1}/{len(STAGES) + 1}] {name} ...", flush=True)
+            t0 = time.perf_counter()
+            res = STAGE_FUNCS[name](st)
+            marker = {"stage": name, "fingerprint": fps[name], "seconds": round(time.perf_counter() - t0, 2),
+                      "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "result": res}
+            atomic_write_json(out / "stages" / f"{name}.json", marker)
+            results[name] = {**marker, "skipped": False}
+        if progress:
+            print(f"[{len(STAGES) + 1}/{len(STAGES) + 1}] report ...", flush=True)
+        t0 = time.perf_counter()
+        from dfnas.pipeline_report import summarize, write_report
+
+        summary = summarize(cfg, out, results)
+        write_report(cfg, out, results, summary, command or _api_command(out))
+        summary["seconds"]["report"] = round(time.perf_counter() - t0, 2)
+        atomic_write_json(out / "summary.json", summary)
+        return summary
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _api_command(out: Path) -> str:
+    return f"python -c 'from dfnas.pipeline import *; run_pipeline(demo_config(), \"{out}\")'  # or a config of your own"

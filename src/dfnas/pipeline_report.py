@@ -1,0 +1,313 @@
+"""The report of one `dfnas run`: report.md, a self-contained report.html, and the printed summary.
+
+    dfnas run --out runs/demo   # then open runs/demo/report.html (or report.md next to its images)
+
+Both files are rendered from one list of blocks, so they always say the same; the Markdown
+references images by relative path, the HTML embeds them (base64) so it can be mailed alone.
+Written atomically: a reader never sees half a report.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from dfnas.config import RunConfig, dump_yaml
+from dfnas.io import atomic_save, atomic_write_text
+
+# ----------------------------------------------------------------------------- formatting
+
+
+def pct(x: float | None) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}%"
+
+
+def mflops(x: float | None) -> str:
+    return "n/a" if x is None else f"{x / 1e6:.2f} MFLOPs"
+
+
+def kparams(x: float | None) -> str:
+    return "n/a" if x is None else f"{x / 1e3:.1f} k"
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return "n/a" if a is None or not b else f"{a / b:.2f}x"
+
+
+def _num(v: Any, digits: int = 3) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.{digits}f}"
+    return str(v)
+
+
+# ----------------------------------------------------------------------------- document
+
+
+class Doc:
+    """Blocks rendered to Markdown and HTML alike."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blocks: list[tuple[str, Any]] = []
+
+    def h(self, level: int, text: str) -> None:
+        self.blocks.append(("h", (level, text)))
+
+    def p(self, text: str) -> None:
+        self.blocks.append(("p", text))
+
+    def table(self, head: list[str], rows: list[list[Any]]) -> None:
+        self.blocks.append(("table", (head, [[str(c) for c in r] for r in rows])))
+
+    def img(self, rel: str, alt: str) -> None:
+        """An image from the output folder; a note instead when the file is missing."""
+        if (self.root / rel).is_file():
+            self.blocks.append(("img", (rel, alt)))
+        else:
+            self.p(f"({alt}: not available, {rel} is missing)")
+
+    def code(self, text: str, lang: str = "") -> None:
+        self.blocks.append(("code", (text, lang)))
+
+    def markdown(self) -> str:
+        out: list[str] = []
+        for kind, v in self.blocks:
+            if kind == "h":
+                out.append(f"{'#' * v[0]} {v[1]}")
+            elif kind == "p":
+                out.append(v)
+            elif kind == "table":
+                head, rows = v
+                out.append("| " + " | ".join(head) + " |")
+                out.append("|" + "---|" * len(head))
+                out += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
+            elif kind == "img":
+                out.append(f"![{v[1]}]({v[0]})")
+            elif kind == "code":
+                out.append(f"```{v[1]}\n{v[0].rstrip()}\n```")
+            out.append("")
+        return "\n".join(out)
+
+    def html(self, title: str) -> str:
+        e = html.escape
+        body: list[str] = []
+        for kind, v in self.blocks:
+            if kind == "h":
+                body.append(f"<h{v[0]}>{e(v[1])}</h{v[0]}>")
+            elif kind == "p":
+                body.append(f"<p>{e(v)}</p>")
+            elif kind == "table":
+                head, rows = v
+                th = "".join(f"<th>{e(c)}</th>" for c in head)
+                trs = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows)
+                body.append(f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>")
+            elif kind == "img":
+                data = base64.b64encode((self.root / v[0]).read_bytes()).decode()
+                body.append(f'<figure><img alt="{e(v[1])}" src="data:image/png;base64,{data}">'
+                            f"<figcaption>{e(v[1])} ({e(v[0])})</figcaption></figure>")
+            elif kind == "code":
+                body.append(f"<pre><code>{e(v[0].rstrip())}</code></pre>")
+        style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+                 "table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
+                 "text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}"
+                 "img{max-width:100%}pre{background:#f6f6f6;padding:0.8em;overflow-x:auto}"
+                 "figcaption{font-size:0.8em;color:#666}")
+        return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{e(title)}</title>"
+                f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def _plot(path: Path, series: list[tuple[str, str, list[float], list[float]]], title: str) -> bool:
+    """One panel per y-axis label; `series` = (panel, legend, xs, ys). False when empty."""
+    series = [s for s in series if s[2]]
+    if not series:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = list(dict.fromkeys(s[0] for s in series))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.0), squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        for _, name, xs, ys in (s for s in series if s[0] == panel):
+            ax.plot(xs, ys, marker="o", ms=3, lw=1.3, label=name)
+        ax.set_title(panel, fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
+    plt.close(fig)
+    return True
+
+
+def plot_search_curves(log: Path, path: Path, algo: str) -> bool:
+    """Loss / score per epoch (or per sample, per generation) from search.log."""
+    if not log.is_file():
+        return False
+    epochs: dict[int, dict[str, float]] = {}
+    gens: dict[int, dict[str, float]] = {}
+    for line in log.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill
+        nums = {k: float(v) for k, v in rec.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+                and k not in ("time", "epoch", "generation")}
+        if "generation" in rec:
+            gens[int(rec["generation"])] = nums
+        elif "epoch" in rec:
+            epochs[int(rec["epoch"])] = nums  # a resumed run may repeat an epoch: last wins
+    xlabel = "sample" if algo == "random" else "epoch"
+    series: list[tuple[str, str, list[float], list[float]]] = []
+    for src, x in ((epochs, xlabel), (gens, "generation")):
+        keys = sorted({k for v in src.values() for k in v})
+        for k in keys:
+            xs = [float(i) for i in sorted(src) if k in src[i]]
+            ys = [src[int(i)][k] for i in xs]
+            panel = "loss" if "loss" in k else ("cost" if "cost" in k or "flops" in k else "score / accuracy")
+            series.append((f"{panel} per {x}", k, xs, ys))
+    return _plot(path, series, f"{algo} search curves")
+
+
+def plot_train_curves(train_dir: Path, path: Path) -> bool:
+    """Distillation loss and real test accuracy per epoch, every seed."""
+    series: list[tuple[str, str, list[float], list[float]]] = []
+    for res in sorted(train_dir.glob("seed*/result.json")):
+        hist = json.loads(res.read_text()).get("history", [])
+        xs = [float(h["epoch"]) for h in hist]
+        name = res.parent.name
+        series.append(("training loss", name, xs, [h["loss"] for h in hist]))
+        if hist and "test_accuracy" in hist[0]:
+            series.append(("test accuracy (real data)", name, xs, [h["test_accuracy"] for h in hist]))
+    return _plot(path, series, "final training (distillation on the synthetic set)")
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+def summarize(cfg: RunConfig, out: Path, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The numbers the printed summary and summary.json carry."""
+    t = results["teacher"]["result"]
+    train = results["train"]["result"]
+    search = results["search"]["result"]
+    return {
+        "out": str(out),
+        "teacher": {"name": cfg.teacher.ref, "test_accuracy": t.get("test_accuracy"), "flops": t.get("flops"),
+                    "params": t.get("params"), "test_data": t.get("test_data")},
+        "network": {"algo": cfg.search.algo, "space": cfg.search.space, "choices": search.get("choices"),
+                    "test_accuracy": train.get("test_accuracy_mean"), "test_accuracy_std": train.get("test_accuracy_std"),
+                    "seeds": train.get("seeds"), "flops": train.get("flops"), "params": train.get("params")},
+        "images": results["synth"]["result"].get("images"),
+        "exports": [f for f in results["export"]["result"]["files"] if f.get("out")],
+        "seconds": {k: v["seconds"] for k, v in results.items()},
+        "skipped": [k for k, v in results.items() if v.get("skipped")],
+        "report": str(out / "report.md"),
+        "report_html": str(out / "report.html"),
+    }
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    t, n = s["teacher"], s["network"]
+    acc = pct(n["test_accuracy"])
+    if n.get("seeds") and len(n["seeds"]) > 1 and n.get("test_accuracy_std") is not None:
+        acc += f" +- {100 * n['test_accuracy_std']:.2f} ({len(n['seeds'])} seeds)"
+    on = f" on {t['test_data']}" if t.get("test_data") else " (no real test data given)"
+    stages = " | ".join(f"{k} {v:.1f} s{' (earlier run)' if k in s['skipped'] else ''}" for k, v in s["seconds"].items())
+    total = sum(v for k, v in s["seconds"].items() if k not in s["skipped"])
+    lines = [
+        f"dfnas run: done ({s['out']})",
+        f"  teacher   {t['name']}: test accuracy {pct(t['test_accuracy'])}{on}; {mflops(t['flops'])}, {kparams(t['params'])} params",
+        f"  network   {n['algo']} on {n['space']}, distilled on {s['images']} synthetic images: test accuracy {acc}; "
+        f"{mflops(n['flops'])} ({ratio(n['flops'], t['flops'])} of the teacher), "
+        f"{kparams(n['params'])} params ({ratio(n['params'], t['params'])})",
+        f"  time      {stages}; this call {total:.1f} s",
+        f"  exported  {', '.join(f['out'] for f in s['exports']) or 'nothing'}",
+        f"  report    {s['report']} (and {Path(s['report_html']).name})",
+    ]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def write_report(cfg: RunConfig, out: Path, results: dict[str, dict[str, Any]], summary: dict[str, Any],
+                 command: str) -> None:
+    files = out / "report_files"
+    files.mkdir(exist_ok=True)
+    has_search_curves = plot_search_curves(out / "search" / "search.log", files / "search_curves.png", cfg.search.algo)
+    has_train_curves = plot_train_curves(out / "train", files / "train_curves.png")
+
+    d = Doc(out)
+    t, n = summary["teacher"], summary["network"]
+    d.h(1, "dfnas run report")
+    d.p(f"Data-free NAS: teacher {t['name']} -> {summary['images']} synthetic images -> {n['algo']} search on the "
+        f"{n['space']} space -> distillation of the found network on the synthetic images -> evaluation -> export.")
+    d.h(2, "Final metrics")
+    rows = [["teacher", pct(t["test_accuracy"]), mflops(t["flops"]), kparams(t["params"]), "1.00x", "1.00x"],
+            ["found network", pct(n["test_accuracy"]) + (f" +- {100 * n['test_accuracy_std']:.2f}" if n.get("test_accuracy_std") else ""),
+             mflops(n["flops"]), kparams(n["params"]), ratio(n["flops"], t["flops"]), ratio(n["params"], t["params"])]]
+    d.table(["model", "test accuracy", "FLOPs", "params", "FLOPs vs teacher", "params vs teacher"], rows)
+    d.p(f"Test data: {t['test_data'] or 'none (give test_data in the config to measure accuracy)'}; "
+        f"no real image was used for synthesis, search or training.")
+    d.h(3, "Time per stage")
+    d.table(["stage", "seconds", "status"],
+            [[k, f"{v:.1f}", "done in an earlier call" if k in summary["skipped"] else "ran in this call"]
+             for k, v in summary["seconds"].items()])
+
+    synth = results["synth"]["result"]
+    d.h(2, "Synthesis")
+    d.p(f"{synth.get('images')} images, {cfg.synth.rounds} round(s) of recursive label calibration, "
+        f"{cfg.synth.steps} steps per batch, regional update {'on' if cfg.synth.regional else 'off'}.")
+    d.table(["round", "images", "teacher agreement", "mean max prob", "entropy", "BN distance", "diversity", "seconds"],
+            [[r["round"], r["images"], _num(r["teacher_agreement"]), _num(r["mean_max_prob"]), _num(r["mean_entropy"]),
+              _num(r["bn_distance"]), _num(r["diversity"]), _num(r["seconds"], 1)] for r in synth.get("rounds", [])])
+    for r in synth.get("rounds", []):
+        d.img(f"synth/previews/round-{r['round']:02d}.png", f"synthetic images, round {r['round']} (rows: classes)")
+
+    search = results["search"]["result"]
+    d.h(2, "Search")
+    d.p(f"{cfg.search.algo} on the {cfg.search.space} space, {cfg.search.epochs} epoch(s), "
+        f"{search.get('search_seconds_last_run', 'n/a')} s of search in its last call; "
+        f"found network: {mflops(search.get('flops'))}, {kparams(search.get('params'))} params.")
+    for key in ("genotype", "nb201_string"):
+        if key in search:
+            d.code(str(search[key]))
+    d.img("search/arch.png", "the found architecture")
+    if (out / "search" / "alphas.png").is_file():
+        d.img("search/alphas.png", "architecture weights per epoch")
+    if has_search_curves:
+        d.img("report_files/search_curves.png", "search curves")
+    d.code(json.dumps(search.get("choices", {}), indent=1), "json")
+
+    train = results["train"]["result"]
+    d.h(2, "Final training")
+    d.p(f"Loss: {train.get('loss')} (kd-stored = distillation to the teacher logits stored with the synthetic images), "
+        f"{cfg.train.epochs} epoch(s), seeds {train.get('seeds')}.")
+    d.table(["seed", "test accuracy", "train agreement", "final loss", "seconds"],
+            [[r["seed"], pct(r.get("test_accuracy")), pct(r.get("train_accuracy")), _num(r.get("final_train_loss")),
+              _num(r.get("wall_seconds"), 1)] for r in train.get("per_seed", [])])
+    if has_train_curves:
+        d.img("report_files/train_curves.png", "training curves")
+
+    exp = results["export"]["result"]
+    d.h(2, "Export")
+    d.p(f"Seed {exp['seed']}: {exp['arch']} + {exp['weights']}.")
+    d.table(["format", "file", "checked with", "max abs diff"],
+            [[f["format"], f.get("out") or f.get("skipped", ""), f.get("checked_with") or "-",
+              f"{f['max_abs_diff']:.2g}" if isinstance(f.get("max_abs_diff"), float) else "-"] for f in exp["files"]])
+
+    d.h(2, "Reproduce")
+    d.code(command, "sh")
+    d.h(3, "Resolved config")
+    d.code(dump_yaml(cfg), "yaml")
+
+    atomic_write_text(out / "report.md", d.markdown())
+    atomic_write_text(out / "report.html", d.html(f"dfnas run report: {out.name}"))
