@@ -35,15 +35,15 @@ class SynthConfig:
     lr: float = 0.25
     betas: tuple[float, float] = (0.5, 0.9)
     warmup_fraction: float = 0.05  # linear warm-up at the start of each phase, then cosine
-    bn_weight: float = 0.05  # a_feat: weight of the BN-statistics loss (0 = off)
+    bn_weight: float = 1.0  # a_feat: weight of the BN-statistics loss (0 = off)
     first_bn_multiplier: float = 10.0
     tv_l2: float = 1e-3  # a_tv2: total variation, squared differences
     tv_l1: float = 0.0  # a_tv1: total variation, absolute differences
-    l2: float = 1e-5  # a_l2: L2 prior on the [0,1] image centred at 0.5
+    l2: float = 1e-5  # a_l2: L2 prior on the teacher-normalized input
     jitter: int | None = None  # max roll in pixels; None = canvas size // 7
     flip: bool = True  # random horizontal flip (also needs the input spec to allow it)
     regional: bool = True  # regional update: a random box per image each step
-    region_area: tuple[float, float] = (0.4, 1.0)  # area fraction range of the box
+    region_area: tuple[float, float] = (0.7, 1.0)  # area fraction range of the box
     region_ratio: tuple[float, float] = (0.75, 1.3333)  # aspect ratio range of the box
     canvas_scale: float = 1.0  # stored image size relative to the teacher input
     label_temperature: float = 1.0  # softmax temperature of the RLC soft targets

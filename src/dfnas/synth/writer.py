@@ -108,7 +108,8 @@ class DatasetWriter:
         name = shard_name(round_, batch)
         rel = f"shards/{name}.safetensors"
         data = {k: tensors[k].detach().cpu().contiguous() for k in SHARD_KEYS}
-        atomic_save(self.root / rel, lambda p: save_file(data, p, metadata={"round": str(round_), "batch": str(batch)}))
+        # no metadata: its key order is not stable, and shard bytes must be (checksums, resume)
+        atomic_save(self.root / rel, lambda p: save_file(data, p))
         self.manifest["shards"][name] = {
             "file": rel, "sha256": sha256_file(self.root / rel), "round": round_, "batch": batch,
             "count": len(data["labels"]), "seconds": round(seconds, 3),

@@ -1,0 +1,81 @@
+"""Cost of one synthesis step vs a bare teacher forward+backward, same batch, same run.
+
+    python benchmarks/synth_speed.py                  # bundled teacher, batch 100
+    python benchmarks/synth_speed.py --device cuda --amp
+
+The reference is the least any inversion step can cost: the teacher's forward and backward
+w.r.t. the input on the same batch. A dfnas step adds the crop/flip/jitter view, the BN
+statistics of every BN input, the priors, Adam and the clamp. Both are timed interleaved
+(best of `--repeats` blocks) so load from other processes hits both alike.
+Last line: JSON {metric, value, reference, ratio, images_per_second}; target ratio <= 1.15.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from dfnas.config import SynthConfig
+from dfnas.synth.bn_hooks import FeatureProbe
+from dfnas.synth.engine import Inverter
+from dfnas.teachers import load_teacher
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--iters", type=int, default=20, help="steps per timed block")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--amp", action="store_true")
+    ap.add_argument("--no-regional", action="store_true")
+    args = ap.parse_args()
+    dev = torch.device(args.device)
+    t = load_teacher("mnist-cnn").to(dev)
+    spec = t.spec
+    cfg = SynthConfig(device=args.device, amp=args.amp, regional=not args.no_regional, lowres_fraction=0.0).resolve(spec.height, spec.width)
+    inv = Inverter(FeatureProbe(t.module), spec, cfg, dev)
+    hard = (torch.arange(args.batch) % spec.num_classes).to(dev)
+    x = torch.rand(args.batch, spec.channels, spec.height, spec.width, device=dev).requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=cfg.lr, betas=cfg.betas)
+    gen = torch.Generator().manual_seed(0)
+    xin = torch.rand_like(x).requires_grad_(True)
+
+    def bare() -> None:
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.amp and dev.type == "cuda"):
+            out = t.module(xin)
+        out.float().sum().backward()
+
+    def step() -> None:
+        inv._step(x, hard, None, gen, opt)
+
+    def timed(fn) -> float:
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(args.iters):
+            fn()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        return (time.perf_counter() - t0) / args.iters
+
+    for _ in range(3):
+        bare()
+        step()
+    tb, ts = [], []
+    for _ in range(args.repeats):
+        tb.append(timed(bare))
+        ts.append(timed(step))
+    b, s = min(tb), min(ts)
+    print(f"device {dev}, threads {torch.get_num_threads()}, batch {args.batch}: bare fwd+bwd {b * 1e3:.1f} ms, "
+          f"synthesis step {s * 1e3:.1f} ms (ratio {s / b:.3f}), {args.batch / s:.0f} images-steps/s")
+    print(json.dumps({"metric": "synth_step_seconds", "value": round(s, 5), "reference": round(b, 5),
+                      "ratio": round(s / b, 4), "images_per_second": round(args.batch / s, 1),
+                      "target_ratio": 1.15, "device": str(dev), "batch": args.batch}))
+
+
+if __name__ == "__main__":
+    main()
