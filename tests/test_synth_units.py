@@ -138,3 +138,13 @@ def test_probe_hooks_record_only_their_own_calls():
     active.close()
     idle.close()
     assert not net[1]._forward_hooks
+
+
+def test_batch_stats_gradient_matches_autograd_var_mean():
+    from dfnas.synth.bn_hooks import _batch_stats, _BatchStats
+
+    x = torch.randn(5, 3, 4, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(_BatchStats.apply, (x,))
+    m, v = _batch_stats(x.float())
+    var, mean = torch.var_mean(x.float(), dim=(0, 2, 3), correction=0)
+    assert torch.allclose(m, mean) and torch.allclose(v, var)

@@ -27,10 +27,34 @@ class Taps:
     features: torch.Tensor | None = None
 
 
+class _BatchStats(torch.autograd.Function):
+    """Per-channel mean and biased variance over batch and positions, with a one-pass backward.
+
+    d mean/dx = 1/n and d var/dx = 2 (x - mean)/n, so the input gradient is a per-channel
+    affine function of x: one fused kernel instead of autograd's generic var_mean backward
+    (about 4x cheaper here; this is the main cost of synthesis beyond the teacher itself).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        dims = [0] + list(range(2, x.dim()))
+        var, mean = torch.var_mean(x, dim=dims, correction=0)
+        ctx.save_for_backward(x, mean)
+        return mean, var
+
+    @staticmethod
+    def backward(ctx, g_mean: torch.Tensor, g_var: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        x, mean = ctx.saved_tensors
+        n = x.numel() // x.shape[1]
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        b = (2.0 / n) * g_var
+        a = g_mean / n - b * mean
+        return torch.addcmul(a.view(shape), x, b.view(shape))
+
+
 def _batch_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    dims = [0] + list(range(2, x.dim()))  # over batch and every spatial position
-    var, mean = torch.var_mean(x.float(), dim=dims, correction=0)
-    return mean, var
+    """(mean, var) of a BN input over batch and every spatial position, in float32."""
+    return _BatchStats.apply(x.float())
 
 
 class FeatureProbe:
