@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
+import torch
 from torch import nn
 
 from dfnas.config import SearchConfig
@@ -49,3 +50,58 @@ class Strategy:
 
     def search(self, model: nn.Module, ctx: SearchContext) -> SearchResult:
         raise NotImplementedError
+
+
+class AlphaStrategy(Strategy):
+    """Shared by the strategies with one architecture-parameter vector per LayerChoice label
+    (DARTS, ProxylessNAS): probabilities, checkpoint state and resume.
+
+    A subclass's `setup` creates `names`, `alphas` (ParameterDict), `_alpha_of` (label ->
+    alpha), `w_opt`, `sched` and `arch_opt`.
+    """
+
+    names: dict[str, list[str]]
+    alphas: nn.ParameterDict
+    _alpha_of: dict[str, nn.Parameter]
+    w_opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    arch_opt: torch.optim.Optimizer
+
+    def setup(self, model: nn.Module, ctx: SearchContext) -> None:
+        raise NotImplementedError
+
+    def probs(self) -> dict[str, torch.Tensor]:
+        return {k: torch.softmax(a.detach(), 0).cpu() for k, a in self._alpha_of.items()}
+
+    def state_dict(self, model: nn.Module, epoch: int, history: list, metrics: dict) -> dict[str, Any]:
+        return {"algo": self.name, "epoch": epoch, "model": model.state_dict(), "alphas": self.alphas.state_dict(),
+                "w_opt": self.w_opt.state_dict(), "sched": self.sched.state_dict(),
+                "arch_opt": self.arch_opt.state_dict(), "history": history, "metrics": metrics}
+
+    def start(self, model: nn.Module, ctx: SearchContext) -> tuple[list[dict[str, list[float]]], int, dict[str, Any]]:
+        """Set up on ctx's device and restore the checkpoint if there is one: (history, first epoch, metrics)."""
+        model.to(ctx.device).train()
+        self.setup(model, ctx)
+        history: list[dict[str, list[float]]] = [{k: v.tolist() for k, v in self.probs().items()}]
+        start, metrics = 0, {}
+        if (st := ctx.load_checkpoint()) is not None:
+            model.load_state_dict(st["model"])
+            self.alphas.load_state_dict(st["alphas"])
+            self.w_opt.load_state_dict(st["w_opt"])
+            self.sched.load_state_dict(st["sched"])
+            self.arch_opt.load_state_dict(st["arch_opt"])
+            history, start, metrics = st["history"], st["epoch"] + 1, st["metrics"]
+        return history, start, metrics
+
+    def step_done(self, ctx: SearchContext, bar: Any, lt: float, lv: float, n: int) -> None:
+        """Progress and hooks after step n (lt, lv: summed train / val losses of the epoch so far)."""
+        bar.update(1)
+        bar.set_postfix(train=f"{lt / n:.3f}", val=f"{lv / n:.3f}")
+        ctx.step_end({"train_loss": lt / n, "val_loss": lv / n})
+
+    def epoch_done(self, bar: Any, history: list[dict[str, list[float]]], lt: float, lv: float, n: int) -> dict[str, Any]:
+        """Close the epoch: lr schedule, probability history; returns the epoch's mean losses."""
+        bar.close()
+        self.sched.step()
+        history.append({k: v.tolist() for k, v in self.probs().items()})
+        return {"train_loss": lt / max(n, 1), "val_loss": lv / max(n, 1)}

@@ -32,17 +32,11 @@ from dfnas.config import SearchConfig
 from dfnas.data import Source
 from dfnas.errors import DfnasError
 from dfnas.io import atomic_save, derive_seed
+from dfnas.losses import kd_loss
 from dfnas.spaces.base import Arch, InputChoice, LayerChoice
 from dfnas.transforms import augment
 
 # ----------------------------------------------------------------------------- loss
-
-
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float) -> torch.Tensor:
-    """KL(softmax(t/T) || softmax(s/T)) * T^2, batch mean (Hinton et al.)."""
-    p_t = F.log_softmax(teacher_logits / T, dim=1)
-    p_s = F.log_softmax(student_logits / T, dim=1)
-    return F.kl_div(p_s, p_t, reduction="batchmean", log_target=True) * (T * T)
 
 
 def search_loss(logits: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -216,6 +210,16 @@ def weight_optimizer(model: nn.Module, cfg: SearchConfig) -> tuple[torch.optim.S
 def clip_grads(model: nn.Module, max_norm: float) -> None:
     if max_norm and max_norm > 0:
         nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+
+
+def sgd_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, t: torch.Tensor, cfg: SearchConfig) -> float:
+    """One weight step on the search loss of batch (x, t): zero grads, backward, clip, step."""
+    opt.zero_grad(set_to_none=True)
+    loss = search_loss(model(x), t, cfg.kd_temperature)
+    loss.backward()
+    clip_grads(model, cfg.grad_clip)
+    opt.step()
+    return loss.item()
 
 
 @torch.no_grad()

@@ -19,23 +19,24 @@ a LayerChoice without InputChoice (NB201 edge, a chain layer) takes its argmax.
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from collections.abc import Iterator
 
 import torch
 from torch import nn
 
 from dfnas.io import derive_seed
 from dfnas.spaces.base import Arch, InputChoice, LayerChoice
-from dfnas.strategies.base import SearchResult, Strategy
+from dfnas.strategies.base import AlphaStrategy, SearchResult
 from dfnas.strategies.common import (
     SearchContext,
     choice_instances,
-    clip_grads,
     evaluate,
     is_zero_op,
     probe,
     search_loss,
     set_mixers,
+    sgd_step,
     weight_optimizer,
 )
 
@@ -61,7 +62,7 @@ def derive_arch(probs: dict[str, torch.Tensor], names: dict[str, list[str]],
     return arch
 
 
-class DartsStrategy(Strategy):
+class DartsStrategy(AlphaStrategy):
     name = "darts"
 
     def setup(self, model: nn.Module, ctx: SearchContext) -> None:
@@ -113,13 +114,19 @@ class DartsStrategy(Strategy):
     def _sum_inputs(c: InputChoice, inputs: list[torch.Tensor]) -> torch.Tensor:
         return sum(inputs[1:], inputs[0])
 
-    def probs(self) -> dict[str, torch.Tensor]:
-        return {k: torch.softmax(a.detach(), 0).cpu() for k, a in self._alpha_of.items()}
-
     def derive(self) -> Arch:
         return derive_arch(self.probs(), self.names, self.inputs)
 
     # -- gradients ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _weights_only(self) -> Iterator[None]:
+        """Forwards inside mix with detached alphas: weight gradients only (see `_mixed_op`)."""
+        self._frozen = True
+        try:
+            yield
+        finally:
+            self._frozen = False
+
     def _loss(self, model: nn.Module, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return search_loss(model(x), t, self.cfg.kd_temperature)
 
@@ -138,11 +145,8 @@ class DartsStrategy(Strategy):
         xi = dc.unrolled_lr if dc.unrolled_lr is not None else self.w_opt.param_groups[0]["lr"]
         alphas = list(self._alpha_of.values())
         params = [p for p in model.parameters() if p.requires_grad]
-        self._frozen = True  # the virtual step needs weight gradients only
-        try:
+        with self._weights_only():  # the virtual step needs weight gradients only
             loss_t = self._loss(model, xt, tt)
-        finally:
-            self._frozen = False
         g_train = torch.autograd.grad(loss_t, params, allow_unused=True)
         backup = [p.detach().clone() for p in params]
         with torch.no_grad():  # virtual SGD step w' (with the optimizer's momentum and decay)
@@ -180,35 +184,12 @@ class DartsStrategy(Strategy):
         return loss
 
     def weight_step(self, model: nn.Module, x: torch.Tensor, t: torch.Tensor) -> float:
-        self.w_opt.zero_grad(set_to_none=True)
-        self._frozen = True
-        try:
-            loss = self._loss(model, x, t)
-        finally:
-            self._frozen = False
-        loss.backward()
-        clip_grads(model, self.cfg.grad_clip)
-        self.w_opt.step()
-        return loss.item()
+        with self._weights_only():  # the mixers read the flag only in the forward
+            return sgd_step(model, self.w_opt, x, t, self.cfg)
 
     # -- the search -----------------------------------------------------------------------------
-    def state_dict(self, model: nn.Module, epoch: int, history: list, metrics: dict) -> dict[str, Any]:
-        return {"algo": self.name, "epoch": epoch, "model": model.state_dict(), "alphas": self.alphas.state_dict(),
-                "w_opt": self.w_opt.state_dict(), "sched": self.sched.state_dict(),
-                "arch_opt": self.arch_opt.state_dict(), "history": history, "metrics": metrics}
-
     def search(self, model: nn.Module, ctx: SearchContext) -> SearchResult:
-        model.to(ctx.device).train()
-        self.setup(model, ctx)
-        history: list[dict[str, list[float]]] = [{k: v.tolist() for k, v in self.probs().items()}]
-        start, metrics = 0, {}
-        if (st := ctx.load_checkpoint()) is not None:
-            model.load_state_dict(st["model"])
-            self.alphas.load_state_dict(st["alphas"])
-            self.w_opt.load_state_dict(st["w_opt"])
-            self.sched.load_state_dict(st["sched"])
-            self.arch_opt.load_state_dict(st["arch_opt"])
-            history, start, metrics = st["history"], st["epoch"] + 1, st["metrics"]
+        history, start, metrics = self.start(model, ctx)
         data = ctx.data
         for epoch in range(start, self.cfg.epochs):
             val = data.cycle("val", f"darts-e{epoch}")
@@ -220,13 +201,8 @@ class DartsStrategy(Strategy):
                 lv += self.arch_step(model, xt, tt, xv, tv)
                 lt += self.weight_step(model, xt, tt)
                 n += 1
-                bar.update(1)
-                bar.set_postfix(train=f"{lt / n:.3f}", val=f"{lv / n:.3f}")
-                ctx.step_end({"train_loss": lt / n, "val_loss": lv / n})
-            bar.close()
-            self.sched.step()
-            history.append({k: v.tolist() for k, v in self.probs().items()})
-            metrics = {"train_loss": lt / max(n, 1), "val_loss": lv / max(n, 1)}
+                self.step_done(ctx, bar, lt, lv, n)
+            metrics = self.epoch_done(bar, history, lt, lv, n)
             ctx.save_checkpoint(self.state_dict(model, epoch, history, metrics))
             ctx.epoch_end(epoch, metrics)
         final = evaluate(model, data.batches("val", "final", train_aug=False), self.cfg.kd_temperature)

@@ -31,18 +31,18 @@ from torch import nn
 
 from dfnas.io import derive_seed
 from dfnas.spaces.base import Arch, LayerChoice
-from dfnas.strategies.base import SearchResult, Strategy
+from dfnas.strategies.base import AlphaStrategy, SearchResult
 from dfnas.strategies.common import (
     CostModel,
     SearchContext,
     choice_instances,
-    clip_grads,
     default_latency_cache,
     evaluate,
     flops_cost_model,
     latency_cost_model,
     search_loss,
     set_mixers,
+    sgd_step,
     weight_optimizer,
 )
 
@@ -79,7 +79,7 @@ class _TwoPathGate(torch.autograd.Function):
         return grad_x, g, None, None
 
 
-class ProxylessStrategy(Strategy):
+class ProxylessStrategy(AlphaStrategy):
     name = "proxyless"
     supports_input_choice = False
 
@@ -118,9 +118,6 @@ class ProxylessStrategy(Strategy):
         (a, b), gates = m[1], m[2]
         return _TwoPathGate.apply(x, gates, c.candidates[c.names[a]], c.candidates[c.names[b]])
 
-    def probs(self) -> dict[str, torch.Tensor]:
-        return {k: torch.softmax(a.detach(), 0).cpu() for k, a in self._alpha_of.items()}
-
     def sample_single(self, g: torch.Generator, uniform: bool = False) -> None:
         for k, a in self._alpha_of.items():
             p = torch.ones(len(a)) if uniform else torch.softmax(a.detach().cpu(), 0)
@@ -150,12 +147,7 @@ class ProxylessStrategy(Strategy):
     # -- steps ------------------------------------------------------------------------------------
     def weight_step(self, model: nn.Module, x: torch.Tensor, t: torch.Tensor, g: torch.Generator, uniform: bool) -> float:
         self.sample_single(g, uniform)
-        self.w_opt.zero_grad(set_to_none=True)
-        loss = search_loss(model(x), t, self.cfg.kd_temperature)
-        loss.backward()
-        clip_grads(model, self.cfg.grad_clip)
-        self.w_opt.step()
-        return loss.item()
+        return sgd_step(model, self.w_opt, x, t, self.cfg)
 
     def arch_step(self, model: nn.Module, x: torch.Tensor, t: torch.Tensor, g: torch.Generator) -> float:
         self.sample_pairs(g)
@@ -191,23 +183,8 @@ class ProxylessStrategy(Strategy):
     def derive(self) -> Arch:
         return {k: self.names[k][int(a.detach().argmax())] for k, a in self._alpha_of.items()}
 
-    def state_dict(self, model: nn.Module, epoch: int, history: list, metrics: dict) -> dict[str, Any]:
-        return {"algo": self.name, "epoch": epoch, "model": model.state_dict(), "alphas": self.alphas.state_dict(),
-                "w_opt": self.w_opt.state_dict(), "sched": self.sched.state_dict(),
-                "arch_opt": self.arch_opt.state_dict(), "history": history, "metrics": metrics}
-
     def search(self, model: nn.Module, ctx: SearchContext) -> SearchResult:
-        model.to(ctx.device).train()
-        self.setup(model, ctx)
-        history: list[dict[str, list[float]]] = [{k: v.tolist() for k, v in self.probs().items()}]
-        start, metrics = 0, {}
-        if (st := ctx.load_checkpoint()) is not None:
-            model.load_state_dict(st["model"])
-            self.alphas.load_state_dict(st["alphas"])
-            self.w_opt.load_state_dict(st["w_opt"])
-            self.sched.load_state_dict(st["sched"])
-            self.arch_opt.load_state_dict(st["arch_opt"])
-            history, start, metrics = st["history"], st["epoch"] + 1, st["metrics"]
+        history, start, metrics = self.start(model, ctx)
         data, pc = ctx.data, self.cfg.proxyless
         for epoch in range(start, self.cfg.epochs):
             g = torch.Generator().manual_seed(derive_seed(self.cfg.seed, "proxyless-paths", epoch))
@@ -222,13 +199,8 @@ class ProxylessStrategy(Strategy):
                     xv, tv = next(val)
                     lv += self.arch_step(model, xv, tv, g)
                 n += 1
-                bar.update(1)
-                bar.set_postfix(train=f"{lt / n:.3f}", val=f"{lv / n:.3f}")
-                ctx.step_end({"train_loss": lt / n, "val_loss": lv / n})
-            bar.close()
-            self.sched.step()
-            history.append({k: v.tolist() for k, v in self.probs().items()})
-            metrics = {"train_loss": lt / max(n, 1), "val_loss": lv / max(n, 1)}
+                self.step_done(ctx, bar, lt, lv, n)
+            metrics = self.epoch_done(bar, history, lt, lv, n)
             if self.cost is not None:
                 metrics["expected_cost"] = float(self.cost.expected(self.probs()))
             ctx.save_checkpoint(self.state_dict(model, epoch, history, metrics))

@@ -25,11 +25,10 @@ from dfnas.strategies.base import SearchResult, Strategy
 from dfnas.strategies.common import (
     CostModel,
     SearchContext,
-    clip_grads,
     evaluate,
     flops_cost_model,
     recalibrate_bn,
-    search_loss,
+    sgd_step,
     weight_optimizer,
 )
 from dfnas.strategies.evolution import Evolution
@@ -64,12 +63,7 @@ class SposStrategy(Strategy):
     def train_step(self, model: nn.Module, x: torch.Tensor, t: torch.Tensor, rng: random.Random) -> float:
         """One SGD step of the supernet on one uniformly drawn path."""
         apply_arch(model, self.sample(model, rng))
-        self.w_opt.zero_grad(set_to_none=True)
-        loss = search_loss(model(x), t, self.cfg.kd_temperature)
-        loss.backward()
-        clip_grads(model, self.cfg.grad_clip)
-        self.w_opt.step()
-        return loss.item()
+        return sgd_step(model, self.w_opt, x, t, self.cfg)
 
     def train_supernet(self, model: nn.Module, ctx: SearchContext, start: int,
                        metrics: dict[str, float]) -> dict[str, float]:
