@@ -1,6 +1,6 @@
 """Data-free distillation quality of `dfnas synth` on the bundled MNIST teacher.
 
-    python benchmarks/synth_quality.py                 # full protocol (~20 min on 2 cores)
+    python benchmarks/synth_quality.py                 # full protocol (~10 min on 2 idle cores)
     python benchmarks/synth_quality.py --quick         # small smoke version (~2 min)
 
 A fixed small student is trained only on a synthetic set (KD to the stored soft labels,
@@ -99,10 +99,10 @@ def main() -> None:
     ap.add_argument("--workdir", default=None, help="keep the synthetic sets here (reruns resume)")
     ap.add_argument("--set", action="append", default=[], help="synth override for every row, key=value")
     args = ap.parse_args()
-    rounds = args.rounds or (2 if args.quick else 4)
-    per_class_total = args.images_per_class or (20 if args.quick else 100)
-    steps = args.steps or (60 if args.quick else 200)
-    student_steps = args.student_steps or (150 if args.quick else 1500)
+    rounds = args.rounds or (2 if args.quick else 3)
+    per_class_total = args.images_per_class or (20 if args.quick else 60)
+    steps = args.steps or (60 if args.quick else 150)
+    student_steps = args.student_steps or (150 if args.quick else 1000)
     seeds = [int(s) for s in args.seeds.split(",")]
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
