@@ -46,9 +46,10 @@ STAGE_DIRS = ("synth", "search", "train", "export")
 DEMO: dict[str, Any] = {
     "teacher": {"ref": "mnist-cnn"},
     "synth": {"per_class": 20, "rounds": 3, "batch_size": 100, "steps": 200},
-    "search": {"algo": "darts", "space": "darts",
-               "epochs": 6, "batch_size": 64},
-    "train": {"epochs": 30, "batch_size": 64, "seeds": [0]},
+    "search": {"algo": "spos", "space": "spos", "epochs": 10, "batch_size": 64, "val_fraction": 0.3,
+               "spos": {"flops_limit": 1.5, "population": 16, "generations": 4, "topk": 4,
+                        "mutation": 6, "crossover": 6, "val_batches": 0}},
+    "train": {"epochs": 50, "batch_size": 32, "seeds": [0], "online_teacher": True},
     "export": {"formats": ["torchscript", "onnx"]},
     "out": "runs/demo",
 }
