@@ -289,8 +289,10 @@ def write_report(cfg: RunConfig, out: Path, results: dict[str, dict[str, Any]], 
 
     train = results["train"]["result"]
     d.h(2, "Final training")
-    d.p(f"Loss: {train.get('loss')} (kd-stored = distillation to the teacher logits stored with the synthetic images), "
-        f"{cfg.train.epochs} epoch(s), seeds {train.get('seeds')}.")
+    what = {"kd-stored": "distillation to the teacher logits stored with the synthetic images",
+            "kd-online": "distillation to the teacher's logits on each augmented synthetic view",
+            "ce": "cross-entropy to the labels"}.get(str(train.get("loss")), "")
+    d.p(f"Loss: {train.get('loss')} ({what}), {cfg.train.epochs} epoch(s), seeds {train.get('seeds')}.")
     d.table(["seed", "test accuracy", "train agreement", "final loss", "seconds"],
             [[r["seed"], pct(r.get("test_accuracy")), pct(r.get("train_accuracy")), _num(r.get("final_train_loss")),
               _num(r.get("wall_seconds"), 1)] for r in train.get("per_seed", [])])
