@@ -98,3 +98,127 @@ def test_out_dir_of_another_run_is_refused_unless_force(tmp_path, capsys) -> Non
     assert "--force" in capsys.readouterr().err
     assert search(*cmd, "--seed", "5", "--force") == 0
     assert json.loads((out / "arch.json").read_text())["seed"] == 5
+
+
+# ----------------------------------------------------------------------------- online teacher
+
+
+class RecordingTeacher(torch.nn.Module):
+    """A linear 'teacher' on 1x28x28 input that remembers every input it was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = torch.nn.Linear(784, 10)
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.clone())
+        return self.lin(x.flatten(1))
+
+
+def _mnist_subset(n: int = 64, synthetic: bool = False):
+    from dfnas.data import load_source
+
+    src = load_source("mnist")
+    src.x, src.y = src.x[:n], src.y[:n]
+    if synthetic:
+        src.logits = torch.randn(n, 10, generator=torch.Generator().manual_seed(1))
+    return src
+
+
+@pytest.mark.parametrize("synthetic", [False, True])
+def test_online_teacher_targets_are_its_logits_on_the_same_view(synthetic: bool) -> None:
+    from dfnas.config import SearchConfig
+    from dfnas.losses import kd_loss
+    from dfnas.strategies.common import SearchData, search_loss
+
+    cfg = SearchConfig(batch_size=8, seed=3)
+    src = _mnist_subset(synthetic=synthetic)
+    plain = SearchData(src, cfg)
+    assert plain.loss_kind == ("kd-stored" if synthetic else "ce")
+    teacher = RecordingTeacher()
+    data = SearchData(src, cfg, teacher=teacher)
+    assert data.loss_kind == "kd-online"
+    for (x, t), (x0, _) in zip(data.batches("train", "k"), plain.batches("train", "k"), strict=True):
+        assert torch.equal(x, x0)  # the teacher does not change the student's stream
+        assert torch.equal(teacher.seen[-1], x)  # the teacher saw exactly the augmented view
+        assert t.dtype == torch.float32 and not t.is_inference()
+        assert torch.allclose(t, teacher.lin(x.flatten(1)).detach(), atol=1e-6)
+        student = torch.zeros(len(x), 10, requires_grad=True)
+        loss = search_loss(student, t, cfg.kd_temperature)
+        loss.backward()  # usable as a target under autograd
+        assert torch.allclose(loss, kd_loss(student, t, cfg.kd_temperature))
+    n_calls = len(teacher.seen)
+    clean = list(data.batches("val", "score", train_aug=False))
+    clean += list(data.batches("val", "score", train_aug=False))
+    assert len(teacher.seen) == n_calls + 1  # un-augmented targets computed once per split
+    for x, t in clean:
+        assert torch.allclose(t, teacher.lin(x.flatten(1)).detach(), atol=1e-5)
+
+
+def test_online_teacher_is_fed_its_own_normalisation() -> None:
+    from dfnas.data import mnist_spec
+    from dfnas.teachers import Teacher
+    from dfnas.teachers.online import OnlineTeacher
+    from dfnas.teachers.spec import InputSpec
+
+    t_spec = InputSpec(1, 28, 28, 10, mean=[127.5], std=[50.0], pixel_range=(0, 255), allow_flip=False)
+    rec = RecordingTeacher()
+    wrapped = OnlineTeacher(Teacher(rec, t_spec, "rec", "factory"), mnist_spec())
+    x01 = torch.rand(2, 1, 28, 28)
+    wrapped(mnist_spec().normalize(x01))
+    assert torch.allclose(rec.seen[-1], t_spec.normalize(x01), atol=1e-4)
+    same = OnlineTeacher(Teacher(rec, mnist_spec(), "rec", "factory"), mnist_spec())
+    assert not same.remap
+
+
+def test_search_with_online_teacher_cli(tmp_path, capsys) -> None:
+    out = tmp_path / "kd"
+    cmd = ["--algo", "darts", "--space", "nb201", "--data", "mnist", "--teacher", "mnist-cnn",
+           "--out", str(out), *TINY]
+    assert search(*cmd) == 0
+    d = json.loads((out / "arch.json").read_text())
+    assert d["search_loss"] == "kd-online" and d["teacher"]["name"] == "mnist-cnn"
+    assert json.loads((out / "run.json").read_text())["teacher"]["name"] == "mnist-cnn"
+    # without a teacher the same folder is another run; with one, the loss on real data is CE
+    assert search(*cmd[:6], *cmd[8:]) == 2
+    assert "--force" in capsys.readouterr().err
+    plain = tmp_path / "ce"
+    assert search(*cmd[:6], "--out", str(plain), *TINY) == 0
+    assert json.loads((plain / "arch.json").read_text())["search_loss"] == "ce"
+
+
+def test_search_with_torchscript_teacher_and_spec(tmp_path, user_teacher) -> None:
+    g = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=g.integers(0, 256, (40, 3, 16, 16), dtype=np.uint8),
+             y=np.arange(40, dtype=np.int64) % 4)
+    out = tmp_path / "ts"
+    assert search("--algo", "random", "--space", "nb201", "--data", "npz:" + str(tmp_path / "d.npz"),
+                  "--spec", str(user_teacher["spec"]), "--teacher", str(user_teacher["ts"]), "--out", str(out),
+                  *TINY, "--set", "random.samples=1", "--set", "random.train_steps=1",
+                  "--set", "random.val_batches=1") == 0
+    assert json.loads((out / "arch.json").read_text())["search_loss"] == "kd-online"
+
+
+def test_teacher_that_does_not_fit_the_data_exit_2(tmp_path, capsys, user_teacher) -> None:
+    out = tmp_path / "o"
+    base = ["--algo", "darts", "--space", "nb201", "--data", "mnist", "--out", str(out), "--quiet"]
+    # a 3x16x16, 4-class factory teacher on 1x28x28 MNIST
+    assert search(*base, "--teacher", f"{user_teacher['py']}:build", "--teacher-weights",
+                  str(user_teacher["safetensors"])) == 2  # no --spec: fed MNIST's spec, its forward fails
+    assert search(*base, "--teacher", "nope-teacher") == 2
+    assert search(*base, "--teacher-weights", str(user_teacher["safetensors"])) == 2
+    # the bundled 1x28x28 MNIST teacher on 3x16x16 data
+    np.savez(tmp_path / "d.npz", x=np.zeros((40, 3, 16, 16), np.uint8), y=np.arange(40, dtype=np.int64) % 4)
+    npz = ["--data", "npz:" + str(tmp_path / "d.npz"), "--spec", str(user_teacher["spec"])]
+    assert search(*base[:4], *base[6:], *npz, "--teacher", "mnist-cnn") == 2
+    # a factory teacher with 4 outputs on data whose spec says 5 classes
+    spec5 = tmp_path / "spec5.json"
+    spec5.write_text(json.dumps({**json.loads(user_teacher["spec"].read_text()), "num_classes": 5, "class_names": None}))
+    assert search(*base[:4], *base[6:], *npz[:2], "--spec", str(spec5), "--teacher", f"{user_teacher['py']}:build",
+                  "--teacher-weights", str(user_teacher["safetensors"])) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 5 and all(line.startswith("dfnas: error:") for line in err)
+    assert "teacher" in err[0] and not (out / "checkpoint.pt").exists()
+    assert "takes 1x28x28 images" in err[3] and "4 classes" in err[4]

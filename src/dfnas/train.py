@@ -33,6 +33,7 @@ from dfnas.errors import DfnasError
 from dfnas.io import atomic_save, atomic_write_json, derive_seed, sha256_tensors
 from dfnas.losses import kd_loss
 from dfnas.profile import profile
+from dfnas.teachers.online import teacher_logits
 from dfnas.transforms import augment
 
 
@@ -117,9 +118,7 @@ def _train_one_seed(record: ArchRecord, source: Source, test_source: Source | No
             yb = y_all[idx].to(device)
             out = net(xb)
             if teacher is not None:
-                with torch.no_grad():
-                    t_logits = teacher(xb)
-                loss = kd_loss(out, t_logits, cfg.kd_temperature)
+                loss = kd_loss(out, teacher_logits(teacher, xb), cfg.kd_temperature)
             elif logits_all is not None:
                 loss = kd_loss(out, logits_all[idx].to(device), cfg.kd_temperature)
             else:

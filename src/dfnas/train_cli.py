@@ -80,13 +80,10 @@ def _train(args: argparse.Namespace) -> int:
     test_source = load_source(test_ref, args.spec if test_ref != "mnist" else None, "test") if test_ref else None
     teacher = None
     if args.teacher:
-        from dfnas.teachers import load_teacher, validate_teacher
+        from dfnas.teachers.online import OnlineTeacher, load_online_teacher
 
-        t = load_teacher(args.teacher, args.teacher_weights, args.spec or source.spec)
-        validate_teacher(t, need_bn=False)
-        if t.spec.num_classes != source.spec.num_classes:
-            raise DfnasError(f"teacher has {t.spec.num_classes} classes, the data {source.spec.num_classes}")
-        teacher = t.module
+        t = load_online_teacher(args.teacher, args.teacher_weights, args.spec, source.spec, f"data {source.name}")
+        teacher = OnlineTeacher(t, source.spec)
     if test_source is None:
         print("dfnas: note: no --test-data given; metrics.json will have no test accuracy")
     metrics = train_arch(record, source, test_source, seeds=seeds, out=args.out, teacher=teacher, cfg=cfg,

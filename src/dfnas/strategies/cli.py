@@ -2,6 +2,7 @@
 
     dfnas search --algo darts --space nb201 --data mnist --out runs/darts-nb201 --epochs 10
     dfnas search --algo spos --space spos --data runs/synth --out runs/spos --set spos.flops_limit=2.0
+    dfnas search --algo darts --space nb201 --data runs/synth --teacher mnist-cnn --out runs/darts-kd
 
 Precedence: defaults < --config YAML (SearchConfig keys, optionally under `search:`) < --set
 < the explicit flags. Everything is checked (algo/space pair, data vs. space, output folder)
@@ -22,7 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--algo", default=None, help="darts | proxyless | spos | random")
     p.add_argument("--space", default=None, help="darts | nb201 | proxyless | spos")
     p.add_argument("--data", required=True, help="mnist, npz:PATH, an ImageFolder directory or a dfnas synth directory")
-    p.add_argument("--spec", default=None, help="input spec JSON (needed for npz: and ImageFolder data)")
+    p.add_argument("--spec", default=None,
+                   help="input spec JSON (needed for npz: and ImageFolder data; also the --teacher's spec)")
+    p.add_argument("--teacher", default=None,
+                   help="online teacher: search loss = KD to its logits on each augmented view "
+                        "(bundled name, file.py:factory, TorchScript)")
+    p.add_argument("--teacher-weights", default=None, help="state dict for a factory --teacher")
     p.add_argument("--out", required=True, help="output folder (arch.json, config.yaml, log, drawings, checkpoint)")
     p.add_argument("--epochs", type=int, default=None,
                    help="supernet epochs (darts, proxyless, spos); random search uses random.train_steps per sample")
@@ -68,7 +74,15 @@ def _search(args: argparse.Namespace) -> int:
         raise DfnasError(f"--algo {cfg.algo} cannot search --space {cfg.space}; "
                          f"it supports {list(COMPATIBLE_SPACES[cfg.algo])}")
     source = load_source(args.data, args.spec, "train")
-    rec = run_search(cfg, source, args.out, progress=not args.quiet, force=args.force)
+    teacher = None
+    if args.teacher:
+        from dfnas.teachers.online import load_online_teacher
+
+        teacher = load_online_teacher(args.teacher, args.teacher_weights, args.spec, source.spec,
+                                      f"data {source.name}")
+    elif args.teacher_weights:
+        raise DfnasError("--teacher-weights needs --teacher")
+    rec = run_search(cfg, source, args.out, progress=not args.quiet, force=args.force, teacher=teacher)
     summary = {"arch": f"{args.out}/arch.json", "flops": rec.get("flops"), "params": rec.get("params"),
                **{k: rec[k] for k in ("genotype", "nb201_string") if k in rec}}
     print(json.dumps(summary))

@@ -6,7 +6,9 @@
   the killed run would have seen.
 * `search_loss`: cross-entropy against labels (real data) or KD at temperature T against
   the stored teacher logits (synthetic data); the target's dtype decides, so real and
-  synthetic searches run the same code.
+  synthetic searches run the same code. With an online teacher, `SearchData` serves the
+  teacher's logits on the very augmented view of each batch (real or synthetic data), so
+  the loss is KD in every strategy without any change to the strategies.
 * `SearchContext` + `Hook`: Lightning-style callbacks (`on_step_end`, `on_epoch_end`),
   atomic checkpoints, a log and progress bars.
 * `probe`, `CostModel`: per-choice FLOPs (or measured latency) tables, so the FLOPs of an
@@ -34,6 +36,7 @@ from dfnas.errors import DfnasError
 from dfnas.io import atomic_save, derive_seed
 from dfnas.losses import kd_loss
 from dfnas.spaces.base import Arch, InputChoice, LayerChoice
+from dfnas.teachers.online import teacher_logits
 from dfnas.transforms import augment
 
 # ----------------------------------------------------------------------------- loss
@@ -73,7 +76,9 @@ def check_fits(source: Source) -> None:
 class SearchData:
     """A seeded train/val split of one Source, served as augmented normalised batches."""
 
-    def __init__(self, source: Source, cfg: SearchConfig, device: torch.device | str = "cpu") -> None:
+    def __init__(self, source: Source, cfg: SearchConfig, device: torch.device | str = "cpu",
+                 teacher: nn.Module | None = None) -> None:
+        """`teacher`: an online teacher taking input normalised like `source` (see OnlineTeacher)."""
         check_fits(source)
         n = len(source)
         n_val = int(round(n * cfg.val_fraction))
@@ -94,10 +99,31 @@ class SearchData:
         self.x = {"val": source.x[perm[:n_val]], "train": source.x[perm[n_val:]]}
         self.t = {"val": target[perm[:n_val]], "train": target[perm[n_val:]]}
         self.max_steps = cfg.max_steps_per_epoch
+        self.teacher = teacher.to(self.device).eval() if teacher is not None else None
+        self._clean_logits: dict[str, torch.Tensor] = {}
 
     @property
     def is_synthetic(self) -> bool:
         return self.source.is_synthetic
+
+    @property
+    def loss_kind(self) -> str:
+        """`kd-online` (teacher on each view), `kd-stored` (synthetic logits) or `ce` (labels)."""
+        if self.teacher is not None:
+            return "kd-online"
+        return "kd-stored" if self.source.logits is not None else "ce"
+
+    def clean_logits(self, split: str) -> torch.Tensor:
+        """The online teacher's logits on the un-augmented images of `split` (computed once:
+        without augmentation the view of an image is fixed, and eval-mode BN is per image)."""
+        assert self.teacher is not None
+        if split not in self._clean_logits:
+            x_all, chunks = self.x[split], []
+            for i in range(0, len(x_all), 256):
+                x = x_all[i:i + 256].to(self.device).float().div_(255)
+                chunks.append(teacher_logits(self.teacher, self.source.normalize(x)))
+            self._clean_logits[split] = torch.cat(chunks)
+        return self._clean_logits[split]
 
     def steps(self, split: str) -> int:
         """Batches per epoch of `split` (last partial batch dropped: BN needs full batches)."""
@@ -116,7 +142,14 @@ class SearchData:
             x = x_all[idx].to(self.device, non_blocking=True).float().div_(255)
             if train_aug:
                 x = augment(x, self.max_shift, self.flip, g)
-            yield self.source.normalize(x), t_all[idx].to(self.device, non_blocking=True)
+            x = self.source.normalize(x)
+            if self.teacher is None:
+                t = t_all[idx].to(self.device, non_blocking=True)
+            elif train_aug:
+                t = teacher_logits(self.teacher, x)  # the same augmented view the student sees
+            else:
+                t = self.clean_logits(split)[idx.to(self.device)]
+            yield x, t
 
     def cycle(self, split: str, key: Any, train_aug: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Endless stream over `split` (the val split of a bilevel search is shorter than train)."""

@@ -39,6 +39,8 @@ from dfnas.io import (
 from dfnas.spaces.base import fix, validate_arch
 from dfnas.strategies import COMPATIBLE_SPACES, SearchResult, create_strategy
 from dfnas.strategies.common import Hook, SearchContext, SearchData, set_mixers
+from dfnas.teachers import Teacher
+from dfnas.teachers.online import OnlineTeacher, check_teacher_fits
 
 OUR_FILES = ("run.json", "config.yaml", "checkpoint.pt", "search.log", "arch.json", "arch.png", "alphas.png")
 
@@ -164,24 +166,30 @@ def _extra_strings(space: str, arch: dict[str, Any]) -> dict[str, str]:
 
 def run_search(cfg: SearchConfig, source: Source, out: str | Path | None, *, hooks: Sequence[Hook] = (),
                progress: bool = True, force: bool = False, supernet: nn.Module | None = None,
-               space_cfg: dict[str, Any] | None = None) -> dict[str, Any]:
+               space_cfg: dict[str, Any] | None = None, teacher: Teacher | None = None) -> dict[str, Any]:
     """Search, write DIR's files, return the arch.json content. Resumes from DIR/checkpoint.pt.
 
     `supernet` (with `space_cfg`) replaces the registered space (tests, custom spaces); its
     arch.json then carries `space: cfg.space` but is not validated against the registry.
+    `teacher`: an online teacher; the search loss becomes KD (T = cfg.kd_temperature) to its
+    logits on each augmented view, for real and synthetic data alike.
     """
     from dfnas import __version__
 
     check_config(cfg)
+    if teacher is not None:
+        check_teacher_fits(teacher, source.spec, f"data {source.name}")
     create_strategy(cfg.algo, cfg)  # unknown algo: refuse before building anything
     if supernet is None:
         supernet, space_cfg = build_supernet(cfg, source)
         cfg = dataclasses.replace(cfg, space_args=dict(space_cfg))  # config.yaml: every size resolved
     strategy = create_strategy(cfg.algo, cfg)
     strategy.check(supernet, cfg.space)
-    data = SearchData(source, cfg, cfg.device)
+    data = SearchData(source, cfg, cfg.device, OnlineTeacher(teacher, source.spec) if teacher is not None else None)
     out_path = Path(out) if out is not None else None
     identity = {"config": to_dict(cfg), "data": source.identity, "space_cfg": space_cfg, "dfnas": __version__}
+    if teacher is not None:  # only then: folders of teacher-less runs keep their identity
+        identity["teacher"] = teacher.identity()
     if out_path is not None:
         prepare_out(out_path, json.loads(json.dumps(identity)), force)
         atomic_write_text(out_path / "config.yaml", dump_yaml(cfg))
@@ -193,7 +201,9 @@ def run_search(cfg: SearchConfig, source: Source, out: str | Path | None, *, hoo
     validate_arch(supernet, result.arch, cfg.space)
     wall = time.time() - t0
     extra = {"algo": cfg.algo, "seed": cfg.seed, "search": _jsonable(result.metrics), "data": source.identity,
-             "data_synthetic": source.is_synthetic, "search_seconds_last_run": round(wall, 2),
+             "data_synthetic": source.is_synthetic, "search_loss": data.loss_kind,
+             **({"teacher": teacher.identity()} if teacher is not None else {}),
+             "search_seconds_last_run": round(wall, 2),
              **_extra_strings(cfg.space, result.arch)}
     record = _write_arch(out_path, cfg, supernet, space_cfg, result, extra,
                          (source.spec.channels, source.spec.height, source.spec.width))

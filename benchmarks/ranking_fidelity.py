@@ -1,0 +1,216 @@
+"""Ranking fidelity of a data-free SPOS supernet: does synthetic data rank architectures
+like real data does? (SPEC section 4, the ranking check.)
+
+    python benchmarks/ranking_fidelity.py                      # default (~15 min on 2 idle cores)
+    python benchmarks/ranking_fidelity.py --quick              # smoke version (~2 min)
+    python benchmarks/ranking_fidelity.py --synthetic runs/s   # reuse a `dfnas synth` folder
+
+Two SPOS supernets (the `spos` space at MNIST scale with small widths) are trained with
+the same seed, the same initial weights, the same sequence of sampled paths and the same
+number of SGD steps: one on the real MNIST train split (cross-entropy), one on a dfnas
+synthetic set made from the bundled `mnist-cnn` teacher (KD to the stored logits, T = 3).
+A fixed-seed sample of architectures is scored by each supernet exactly as the SPOS
+strategy scores evolution candidates (`SposStrategy.score`: BatchNorm recalibration on
+training batches of that supernet's data, then top-1 on its own val split; for synthetic
+data that is agreement with the teacher). Reported: Kendall tau-b between the two
+rankings (the headline), tau for the synthetic supernet scored on the real val split
+(separates the weights from the scoring data), and, for a subset, tau of each ranking
+against short from-scratch training on the real train split tested on the real test split.
+Last line: JSON {metric, value, reference, ratio} with value = tau(synthetic, real) and
+reference = 0.7 (the target).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from scipy.stats import kendalltau
+
+from dfnas.config import SearchConfig, SynthConfig, TrainConfig, from_dict
+from dfnas.data import Source, load_source
+from dfnas.io import derive_seed
+from dfnas.spaces.base import Arch, sample_arch
+from dfnas.strategies.common import SearchContext, SearchData, evaluate, recalibrate_bn
+from dfnas.strategies.runner import build_supernet
+from dfnas.strategies.spos import SposStrategy
+
+SPACE_ARGS = {"stem_channels": 8, "stage_channels": [16, 32, 64], "stage_repeats": [2, 2, 2], "last_channels": 64}
+
+
+def short(arch: Arch) -> str:
+    """One letter per layer: 3, 5, 7 (shuffle kernel) or x (xception)."""
+    return "".join("x" if arch[k].startswith("xcep") else arch[k][-1] for k in sorted(arch, key=lambda k: int(k.split("_")[-1])))
+
+
+def tau(a: list[float], b: list[float]) -> float:
+    """Kendall tau-b (ties counted as in scipy)."""
+    return float(kendalltau(a, b).statistic)
+
+
+class Supernet:
+    """One SPOS supernet trained on one source, scored with the strategy's own functions."""
+
+    def __init__(self, source: Source, cfg: SearchConfig) -> None:
+        self.cfg = cfg
+        self.model, self.space_cfg = build_supernet(cfg, source)  # same seed -> same initial weights
+        self.data = SearchData(source, cfg)
+        self.ctx = SearchContext(cfg, self.data, progress=False)
+        self.strategy = SposStrategy(cfg)
+        self.trained: dict[str, torch.Tensor] = {}
+
+    def train(self, steps: int) -> float:
+        """`steps` single-path SGD steps in cfg.epochs cosine epochs; returns seconds."""
+        t0 = time.perf_counter()
+        self.model.train()
+        self.strategy.setup(self.model, self.ctx)
+        rng = random.Random(derive_seed(self.cfg.seed, "bench-paths"))  # the same paths for both supernets
+        stream = self.data.cycle("train", "bench")
+        per_epoch = max(1, steps // self.cfg.epochs)
+        for _ in range(self.cfg.epochs):
+            for _ in range(per_epoch):
+                x, t = next(stream)
+                self.strategy.train_step(self.model, x, t, rng)
+            self.strategy.sched.step()
+        self.trained = {k: v.clone() for k, v in self.model.state_dict().items()}
+        return time.perf_counter() - t0
+
+    def score(self, arch: Arch) -> float:
+        """BN recalibration + val top-1, as SPOS scores an evolution candidate."""
+        self.model.load_state_dict(self.trained)
+        return self.strategy.score(self.model, self.ctx, arch)
+
+    def score_on(self, arch: Arch, other: SearchData) -> float:
+        """BN recalibrated on this supernet's own train batches, top-1 on `other`'s val split."""
+        from dfnas.spaces.base import apply_arch
+
+        self.model.load_state_dict(self.trained)
+        apply_arch(self.model, arch)
+        sc = self.cfg.spos
+        recalibrate_bn(self.model, self.data.batches("train", "bn-recal", train_aug=False, limit=sc.bn_batches))
+        res = evaluate(self.model, other.batches("val", "score", train_aug=False, limit=sc.val_batches or None),
+                       self.cfg.kd_temperature)
+        return res["acc"] - 1e-6 * res["loss"]
+
+
+def synthetic_set(args: argparse.Namespace, work: Path) -> tuple[Path, float]:
+    """The `--synthetic` folder, or a fresh set from the bundled teacher (seconds spent)."""
+    if args.synthetic:
+        return Path(args.synthetic), 0.0
+    from dfnas.synth import synthesize
+    from dfnas.teachers import load_teacher
+
+    out = work / "synth"
+    t0 = time.perf_counter()
+    synthesize(load_teacher("mnist-cnn"), SynthConfig(per_class=args.per_class, rounds=args.rounds,
+                                                      steps=args.synth_steps, seed=args.seed), out, progress=False)
+    return out, time.perf_counter() - t0
+
+
+def scratch_accuracy(arch: Arch, space_cfg: dict[str, Any], real: Source, test: Source, epochs: int,
+                     seed: int, out: Path) -> float:
+    """Short from-scratch training on the real train split; real test accuracy."""
+    from dfnas.arch import make_record
+    from dfnas.spaces import space_class
+    from dfnas.train import train_arch
+
+    rec = make_record("spos", space_class("spos").version, space_cfg, arch, {})
+    m = train_arch(rec, real, test, seeds=(seed,), out=out, cfg=TrainConfig(epochs=epochs), progress=False)
+    assert m is not None
+    return float(m["test_accuracy_mean"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small smoke version")
+    ap.add_argument("--synthetic", default=None, help="an existing dfnas synth folder (else one is made)")
+    ap.add_argument("--archs", type=int, default=None, help="architectures sampled (>= 20)")
+    ap.add_argument("--steps", type=int, default=None, help="SGD steps of each supernet")
+    ap.add_argument("--epochs", type=int, default=None, help="cosine epochs the steps are split into")
+    ap.add_argument("--scratch", type=int, default=None, help="architectures also trained from scratch (0 = off)")
+    ap.add_argument("--scratch-epochs", type=int, default=None)
+    ap.add_argument("--per-class", type=int, default=None, help="synthetic images per class per round")
+    ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--synth-steps", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--workdir", default=None, help="keep the synthetic set and scratch runs here")
+    args = ap.parse_args()
+    q = args.quick
+    args.archs = args.archs or (20 if q else 30)
+    args.steps = args.steps or (600 if q else 3000)
+    args.epochs = args.epochs or (3 if q else 10)
+    args.scratch = (3 if q else 8) if args.scratch is None else args.scratch
+    args.scratch_epochs = args.scratch_epochs or (1 if q else 4)
+    args.per_class = args.per_class or (10 if q else 20)
+    args.rounds = args.rounds or (2 if q else 3)
+    args.synth_steps = args.synth_steps or (60 if q else 150)
+    if args.archs < 20:
+        ap.error("--archs must be >= 20")
+    torch.set_num_threads(args.threads)
+    t_start = time.perf_counter()
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="dfnas-rank-"))
+    work.mkdir(parents=True, exist_ok=True)
+
+    real = load_source("mnist", split="train")
+    test = load_source("mnist", split="test")
+    syn_dir, synth_s = synthetic_set(args, work)
+    syn = load_source(str(syn_dir))
+    cfg = from_dict(SearchConfig, {"algo": "spos", "space": "spos", "space_args": SPACE_ARGS, "epochs": args.epochs,
+                                   "batch_size": 32, "lr": 0.05, "seed": args.seed,
+                                   "spos": {"bn_batches": 8, "val_batches": 0}})
+    nets = {"real": Supernet(real, cfg), "synthetic": Supernet(syn, cfg)}
+    train_s = {k: round(n.train(args.steps), 1) for k, n in nets.items()}
+    print(f"supernets trained: {args.steps} steps each, seconds {train_s}, synthetic set {len(syn)} images "
+          f"({synth_s:.0f} s to make)", file=sys.stderr)
+
+    rng = random.Random(derive_seed(args.seed, "bench-sample"))
+    archs: list[Arch] = []
+    while len(archs) < args.archs:  # distinct architectures
+        a = sample_arch(nets["real"].model, rng)
+        if a not in archs:
+            archs.append(a)
+    t0 = time.perf_counter()
+    scores = {k: [n.score(a) for a in archs] for k, n in nets.items()}
+    scores["synthetic_on_real_val"] = [nets["synthetic"].score_on(a, nets["real"].data) for a in archs]
+    score_s = time.perf_counter() - t0
+    for i, a in enumerate(archs):
+        print(f"{i:>3} {short(a):<14} real {scores['real'][i]:.4f}  "
+              f"synthetic {scores['synthetic'][i]:.4f}  synthetic@real-val {scores['synthetic_on_real_val'][i]:.4f}",
+              file=sys.stderr)
+    result: dict[str, Any] = {
+        "tau_synthetic_vs_real": tau(scores["synthetic"], scores["real"]),
+        "tau_synthetic_weights_real_val_vs_real": tau(scores["synthetic_on_real_val"], scores["real"]),
+        "real_score_range": [min(scores["real"]), max(scores["real"])],
+        "synthetic_score_range": [min(scores["synthetic"]), max(scores["synthetic"])],
+    }
+    if args.scratch:
+        sub = archs[:args.scratch]
+        scratch = [scratch_accuracy(a, nets["real"].space_cfg, real, test, args.scratch_epochs, args.seed,
+                                    work / f"scratch{i}") for i, a in enumerate(sub)]
+        result.update({
+            "scratch_test_acc": scratch,
+            "tau_scratch_vs_real_supernet": tau(scratch, scores["real"][:args.scratch]),
+            "tau_scratch_vs_synthetic_supernet": tau(scratch, scores["synthetic"][:args.scratch]),
+        })
+    value = result["tau_synthetic_vs_real"]
+    settings = {k: getattr(args, k) for k in ("quick", "archs", "steps", "epochs", "scratch", "scratch_epochs",
+                                              "per_class", "rounds", "synth_steps", "seed", "threads")}
+    print(json.dumps({"settings": settings, "space_args": SPACE_ARGS, "synthetic_images": len(syn),
+                      "synthetic_dir": str(syn_dir), "train_seconds": train_s, "score_seconds": round(score_s, 1),
+                      "synth_seconds": round(synth_s, 1), **result}, indent=1), file=sys.stderr)
+    print(json.dumps({"metric": "kendall_tau_spos_synthetic_vs_real", "value": round(value, 4), "reference": 0.7,
+                      "ratio": round(value / 0.7, 4), "n_archs": len(archs),
+                      **{k: round(v, 4) for k, v in result.items() if k.startswith("tau_")},
+                      "seconds": round(time.perf_counter() - t_start, 1)}))
+
+
+if __name__ == "__main__":
+    main()
