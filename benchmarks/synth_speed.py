@@ -6,7 +6,9 @@
 The reference is the least any inversion step can cost: the teacher's forward and backward
 w.r.t. the input on the same batch. A dfnas step adds the crop/flip/jitter view, the BN
 statistics of every BN input, the priors, Adam and the clamp. Both are timed interleaved
-(best of `--repeats` blocks) so load from other processes hits both alike.
+(best of `--repeats` blocks) so load from other processes hits both alike. On CPU the
+allocator is tuned as in `dfnas synth` (freed activations are reused, not page-faulted in
+again), for both measurements.
 Last line: JSON {metric, value, reference, ratio, images_per_second}; target ratio <= 1.15.
 """
 
@@ -21,6 +23,7 @@ import torch
 from dfnas.config import SynthConfig
 from dfnas.synth.bn_hooks import FeatureProbe
 from dfnas.synth.engine import Inverter
+from dfnas.io import tune_cpu_allocator
 from dfnas.teachers import load_teacher
 
 
@@ -34,6 +37,8 @@ def main() -> None:
     ap.add_argument("--no-regional", action="store_true")
     args = ap.parse_args()
     dev = torch.device(args.device)
+    if dev.type == "cpu":  # as `dfnas synth` does; applies to the reference and the step alike
+        tune_cpu_allocator()
     t = load_teacher("mnist-cnn").to(dev)
     spec = t.spec
     cfg = SynthConfig(device=args.device, amp=args.amp, regional=not args.no_regional, lowres_fraction=0.0).resolve(spec.height, spec.width)

@@ -148,3 +148,13 @@ def test_batch_stats_gradient_matches_autograd_var_mean():
     m, v = _batch_stats(x.float())
     var, mean = torch.var_mean(x.float(), dim=(0, 2, 3), correction=0)
     assert torch.allclose(m, mean) and torch.allclose(v, var)
+
+
+def test_moments_match_var_mean_in_every_layout():
+    from dfnas.synth.bn_hooks import _moments
+
+    x = torch.randn(7, 5, 6, 4) * 3 + 2
+    var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
+    for t in (x, x.contiguous(memory_format=torch.channels_last), x.transpose(2, 3)):
+        m, v = _moments(t)
+        assert torch.allclose(m, mean, atol=1e-5) and torch.allclose(v, var, rtol=1e-5, atol=1e-5)

@@ -37,8 +37,7 @@ class _BatchStats(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
-        dims = [0] + list(range(2, x.dim()))
-        var, mean = torch.var_mean(x, dim=dims, correction=0)
+        mean, var = _moments(x)
         ctx.save_for_backward(x, mean)
         return mean, var
 
@@ -49,7 +48,31 @@ class _BatchStats(torch.autograd.Function):
         shape = [1, -1] + [1] * (x.dim() - 2)
         b = (2.0 / n) * g_var
         a = g_mean / n - b * mean
-        return torch.addcmul(a.view(shape), x, b.view(shape))
+        return (x * b.view(shape)).add_(a.view(shape))  # measured faster than addcmul on CPU
+
+
+def _moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and biased variance from sums and sums of squares.
+
+    `torch.var_mean` over (0, 2, 3) is a strided reduction that is ~10x slower on CPU than
+    reducing contiguous rows; partial sums stay float32 (rows of H*W values), the combination
+    is float64, which keeps E[x^2] - E[x]^2 accurate for BN inputs.
+    """
+    c = x.shape[1]
+    if x.dim() > 2 and x.is_contiguous():
+        rows = x.reshape(x.shape[0], c, -1)
+        s1, s2 = rows.sum(2), torch.linalg.vector_norm(rows, dim=2).square()  # no x*x temporary
+    elif x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        rows = x.permute(0, 2, 3, 1).reshape(-1, c)
+        s1, s2 = rows.sum(0, keepdim=True), (rows * rows).sum(0, keepdim=True)
+    else:
+        dims = [0] + list(range(2, x.dim()))
+        var, mean = torch.var_mean(x, dim=dims, correction=0)
+        return mean, var
+    n = x.numel() // c
+    m = s1.sum(0, dtype=torch.float64) / n
+    var = (s2.sum(0, dtype=torch.float64) / n - m * m).clamp_min_(0)
+    return m.to(x.dtype), var.to(x.dtype)
 
 
 def _batch_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

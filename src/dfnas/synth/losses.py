@@ -13,7 +13,7 @@ def tv_l2(x: torch.Tensor) -> torch.Tensor:
     """Mean squared difference between horizontally and vertically adjacent pixels."""
     dh = x[..., 1:, :] - x[..., :-1, :]
     dw = x[..., :, 1:] - x[..., :, :-1]
-    return dh.pow(2).mean() + dw.pow(2).mean()
+    return dh.square().mean() + dw.square().mean()
 
 
 def tv_l1(x: torch.Tensor) -> torch.Tensor:
@@ -24,7 +24,7 @@ def tv_l1(x: torch.Tensor) -> torch.Tensor:
 
 
 def l2_prior(x: torch.Tensor) -> torch.Tensor:
-    return x.pow(2).mean()
+    return x.square().mean()
 
 
 def task_loss_per_image(logits: torch.Tensor, hard: torch.Tensor, soft: torch.Tensor | None) -> torch.Tensor:

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from dfnas import __version__
 from dfnas.config import SynthConfig, dump_yaml, to_dict
 from dfnas.errors import DfnasError
-from dfnas.io import atomic_write_json, atomic_write_text, derive_seed
+from dfnas.io import atomic_write_json, atomic_write_text, derive_seed, tune_cpu_allocator
 from dfnas.synth.bn_hooks import FeatureProbe
 from dfnas.synth.engine import Inverter, quantize
 from dfnas.synth.report import format_report, quality_report
@@ -61,6 +61,8 @@ def synthesize(
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DfnasError("synth.device is cuda but no CUDA device is available; use --device cpu")
     teacher.to(device)
+    if device.type == "cpu":
+        tune_cpu_allocator()
     if cfg.channels_last:
         teacher.module.to(memory_format=torch.channels_last)
     try:
