@@ -14,8 +14,6 @@ from dfnas.draw import draw_arch
 from dfnas.errors import DfnasError
 from dfnas.spaces import create_space, sample_arch
 
-torch.set_num_threads(1)
-
 CFG = {"darts": {"channels": 4, "layers": 3}, "nb201": {"channels": 4}, "proxyless": {}, "spos": {}}
 
 

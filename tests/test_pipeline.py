@@ -21,8 +21,6 @@ from dfnas.config import RunConfig, from_dict, load_yaml
 from dfnas.errors import DfnasError
 from dfnas.pipeline import DEMO, STAGES, resolve, run_pipeline, validate
 
-torch.set_num_threads(1)
-
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PAPER = ("darts-cifar10.yaml", "spos-imagenet.yaml", "proxyless-imagenet.yaml")
 

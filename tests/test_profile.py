@@ -15,8 +15,6 @@ from dfnas.profile import (
 )
 from dfnas.spaces import LayerChoice
 
-torch.set_num_threads(1)
-
 
 @pytest.mark.parametrize("layer, shape, flops, params", [
     (nn.Conv2d(3, 8, 3, padding=1), (3, 10, 10), 8 * 10 * 10 * 3 * 9, 8 * 3 * 9 + 8),

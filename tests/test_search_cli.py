@@ -10,8 +10,6 @@ import torch
 
 from dfnas.cli import main
 
-torch.set_num_threads(1)
-
 TINY = ["--quiet", "--epochs", "1", "--set", "max_steps_per_epoch=2", "--set", "batch_size=16",
         "--set", "space_args.channels=4"]
 

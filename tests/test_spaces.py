@@ -25,8 +25,6 @@ from dfnas.spaces.darts import DARTS_OPS, derive_darts_arch, genotype_string
 from dfnas.spaces.nb201 import NB201_OPS, derive_nb201_arch, from_nb201_string, to_nb201_string
 from dfnas.spaces.ops import Unused
 
-torch.set_num_threads(1)
-
 SMALL = {
     "darts": {"channels": 4, "layers": 3},
     "nb201": {"channels": 4, "cells_per_stage": 1},

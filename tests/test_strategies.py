@@ -31,8 +31,6 @@ from dfnas.strategies.evolution import Evolution
 from dfnas.strategies.runner import run_search
 from dfnas.teachers.spec import InputSpec
 
-torch.set_num_threads(1)
-
 
 class Zero(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -91,10 +92,13 @@ def _shard_hashes(root: Path) -> dict[str, str]:
 def test_resume_after_kill_gives_identical_dataset(tmp_path):
     args = ["synth", "--teacher", "mnist-cnn", "--per-class", "3", "--rounds", "2", "--batch-size", "10",
             "--steps", "40", "--seed", "3", "--quiet"]
-    assert main(args + ["--out", str(tmp_path / "ref")]) == 0
+    # every run in a fresh process: CPU float sums depend on the thread count, which other
+    # tests in this process may have changed
+    cli = [sys.executable, "-m", "dfnas.cli", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([*cli, "--out", str(tmp_path / "ref")], check=True, env=env)
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "dfnas.cli", *args, "--out", str(out)]
-    proc = subprocess.Popen(cmd)  # same thread count as the reference: CPU float sums depend on it
+    proc = subprocess.Popen([*cli, "--out", str(out)], env=env)
     deadline = time.time() + 120
     while time.time() < deadline:  # kill -9 once at least one shard landed, mid-run
         try:
@@ -107,7 +111,7 @@ def test_resume_after_kill_gives_identical_dataset(tmp_path):
     proc.wait()
     partial = _shard_hashes(out)
     assert 0 < len(partial) < 6, "the kill should land mid-run"
-    assert main(args + ["--out", str(out)]) == 0
+    subprocess.run([*cli, "--out", str(out)], check=True, env=env)
     assert _shard_hashes(out) == _shard_hashes(tmp_path / "ref")
     assert not list(out.rglob(".*.tmp"))
 

@@ -22,7 +22,6 @@ from dfnas.spaces import create_space, sample_arch
 from dfnas.teachers.spec import InputSpec
 from dfnas.train import train_arch
 
-torch.set_num_threads(1)
 CFG = {"channels": 4}
 
 
