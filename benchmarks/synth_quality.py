@@ -70,10 +70,13 @@ def fit(src: Source, test: Source, steps: int, seed: int, temperature: float = 3
                 t = t.clone()
             elif src.logits is not None:
                 t = src.logits[idx]
+            else:
+                t = None
+            if t is None:
+                loss = F.cross_entropy(out, src.y[idx])
+            else:
                 loss = F.kl_div(F.log_softmax(out / temperature, 1), F.softmax(t / temperature, 1),
                                 reduction="batchmean") * temperature**2
-            else:
-                loss = F.cross_entropy(out, src.y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
