@@ -21,9 +21,9 @@ import time
 import torch
 
 from dfnas.config import SynthConfig
+from dfnas.io import tune_cpu_allocator
 from dfnas.synth.bn_hooks import FeatureProbe
 from dfnas.synth.engine import Inverter
-from dfnas.io import tune_cpu_allocator
 from dfnas.teachers import load_teacher
 
 
