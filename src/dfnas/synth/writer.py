@@ -57,12 +57,7 @@ class DatasetWriter:
         if root.is_dir() and any(root.iterdir()):
             if not mpath.is_file():
                 raise DfnasError(f"output folder {root} is not empty and holds no dfnas manifest; choose a new or empty --out (nothing was changed)")
-            try:
-                manifest = json.loads(mpath.read_text())
-            except json.JSONDecodeError as e:
-                raise DfnasError(f"{mpath} is corrupted ({e.msg}); move the folder away or choose another --out") from e
-            if manifest.get("format") != FORMAT:
-                raise DfnasError(f"{root} holds a '{manifest.get('format')}' folder, not a dfnas synthetic set; choose another --out")
+            manifest = load_manifest(root, fix="move the folder away or choose another --out")
             if force:
                 self._wipe()
             elif manifest.get("fingerprint") != self.header["fingerprint"]:
@@ -146,20 +141,27 @@ class DatasetWriter:
 
 
 # ---------------------------------------------------------------------- reading
+def load_manifest(root: Path, fix: str) -> dict[str, Any]:
+    """The manifest of a dfnas synthetic set; one-line errors for a corrupt or foreign one."""
+    mpath = root / "manifest.json"
+    try:
+        manifest = json.loads(mpath.read_text())
+    except json.JSONDecodeError as e:
+        raise DfnasError(f"{mpath} is corrupted ({e.msg}); {fix}") from e
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise DfnasError(f"{root} is not a dfnas synthetic set (format {found!r}); {fix}")
+    return manifest
+
+
 def read_dataset(root: str | Path, verify: bool = True) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Manifest and all shard tensors concatenated in (round, batch) order."""
     from safetensors.torch import load_file
 
     root = Path(root)
-    mpath = root / "manifest.json"
-    if not mpath.is_file():
+    if not (root / "manifest.json").is_file():
         raise DfnasError(f"{root} is not a dfnas synthetic set (no manifest.json); run `dfnas synth` first")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except json.JSONDecodeError as e:
-        raise DfnasError(f"{mpath} is corrupted ({e.msg}); regenerate the set") from e
-    if manifest.get("format") != FORMAT:
-        raise DfnasError(f"{root} is not a dfnas synthetic set (format {manifest.get('format')!r})")
+    manifest = load_manifest(root, fix="regenerate the set")
     if manifest.get("status") != "complete":
         raise DfnasError(f"synthetic set {root} is not finished; rerun the same `dfnas synth` command to complete it")
     shards = sorted(manifest["shards"].values(), key=lambda r: (r["round"], r["batch"]))
