@@ -201,6 +201,23 @@ def _record_shapes(supernet: nn.Module, input_shape: Shape) -> dict[str, Shape]:
     return shapes
 
 
+@contextmanager
+def first_candidate_paths(supernet: nn.Module) -> Iterator[None]:
+    """Run every LayerChoice through its first candidate and every InputChoice through all
+    inputs (the all-edges forward the cost tables are measured on); restore afterwards."""
+    saved = {m: (m.mixer, m.active) for m in supernet.modules() if isinstance(m, (LayerChoice, InputChoice))}
+    try:
+        for m in saved:
+            if isinstance(m, LayerChoice):
+                m.mixer = lambda c, t: c.candidates[c.names[0]](t)
+            else:
+                m.mixer = lambda c, inputs: sum(t for t in inputs if t is not None)
+        yield
+    finally:
+        for m, (mixer, active) in saved.items():
+            m.mixer, m.active = mixer, active
+
+
 def build_cost_tables(supernet: nn.Module, input_shape: Shape | None = None) -> tuple[CostTable, CostTable]:
     """(FLOPs table, params table) of a supernet; exact for architectures of it."""
     input_shape = _input_shape(supernet, input_shape)
@@ -208,17 +225,8 @@ def build_cost_tables(supernet: nn.Module, input_shape: Shape | None = None) -> 
     shapes = _record_shapes(supernet, input_shape)
     inside = {id(sub) for lc in instances.values() for sub in lc.candidates.modules()}
     # base FLOPs: the modules outside every candidate, in the same all-edges forward
-    saved = {m: (m.mixer, m.active) for m in supernet.modules() if isinstance(m, (LayerChoice, InputChoice))}
-    try:
-        for m in saved:
-            if isinstance(m, LayerChoice):
-                m.mixer = lambda c, x: c.candidates[c.names[0]](x)
-            else:
-                m.mixer = lambda c, inputs: sum(t for t in inputs if t is not None)
+    with first_candidate_paths(supernet):
         base_flops = count_flops(supernet, input_shape, skip=lambda m: id(m) in inside)
-    finally:
-        for m, (mixer, active) in saved.items():
-            m.mixer, m.active = mixer, active
     flops_entries, params_entries, gates = {}, {}, {}
     cand_params = 0
     for path, lc in instances.items():
@@ -324,18 +332,9 @@ def measure_latency_table(supernet: nn.Module, input_shape: Shape | None = None,
             if getattr(lc, "gate", None) is not None:
                 gates[path] = tuple(lc.gate)
         # base: one whole single-path network minus its candidates
-        saved = {m: (m.mixer, m.active) for m in supernet.modules() if isinstance(m, (LayerChoice, InputChoice))}
-        try:
-            for m in saved:
-                if isinstance(m, LayerChoice):
-                    m.mixer = lambda c, t: c.candidates[c.names[0]](t)
-                else:
-                    m.mixer = lambda c, inputs: sum(t for t in inputs if t is not None)
+        with first_candidate_paths(supernet):
             x = torch.randn((batch_size, *input_shape), device=dev)
             whole = _time_ms(lambda: supernet(x), dev, repeats, warmup)
-        finally:
-            for m, (mixer, active) in saved.items():
-                m.mixer, m.active = mixer, active
     first = sum(next(iter(t.values())) for _, t in entries.values())  # names[0] of each instance
     table = CostTable("ms", max(0.0, whole - first), entries, gates, key)
     if cache is not None:
