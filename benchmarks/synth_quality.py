@@ -31,6 +31,7 @@ from torch import nn
 
 from dfnas.config import SynthConfig
 from dfnas.data import Source, load_source
+from dfnas.losses import kd_loss
 from dfnas.synth import synthesize
 from dfnas.teachers import load_teacher
 from dfnas.transforms import augment
@@ -75,8 +76,7 @@ def fit(src: Source, test: Source, steps: int, seed: int, temperature: float = 3
             if t is None:
                 loss = F.cross_entropy(out, src.y[idx])
             else:
-                loss = F.kl_div(F.log_softmax(out / temperature, 1), F.softmax(t / temperature, 1),
-                                reduction="batchmean") * temperature**2
+                loss = kd_loss(out, t, temperature)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
