@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "dfnas.strategies.cli",
     "dfnas.train_cli",
     "dfnas.pipeline_cli",
+    "dfnas.bench.cli",
 ]
 
 

@@ -1,0 +1,98 @@
+"""The settings of one `dfnas bench` run (SPEC section 4), loaded from YAML like every dfnas config.
+
+The defaults are the documented benchmark regime on the bundled MNIST teacher; `QUICK`
+holds the overrides of `dfnas bench --quick` (the same protocol at a tiny budget).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from dfnas.config import SearchConfig, SynthConfig, TeacherRefConfig, TrainConfig, from_dict
+
+SOURCES = ("real", "synthetic", "plain", "noise")
+
+# small widths: the task has to separate architectures (see the regime in the README)
+SPACE_ARGS: dict[str, dict[str, Any]] = {
+    "nb201": {"channels": 8},
+    "proxyless": {"stem_channels": 4, "first_channels": 4, "stage_channels": [8, 12, 16], "last_channels": 32},
+    "spos": {"stem_channels": 4, "stage_channels": [8, 16, 32], "stage_repeats": [2, 2, 2], "last_channels": 32},
+}
+
+
+def _search(algo: str, space: str, **extra: Any) -> SearchConfig:
+    base = {"algo": algo, "space": space, "space_args": SPACE_ARGS[space], "epochs": 30, "batch_size": 32,
+            "lr": 0.05, "val_fraction": 0.5, "max_steps_per_epoch": 9, **extra}
+    return from_dict(SearchConfig, base)
+
+
+@dataclasses.dataclass
+class RankingConfig:
+    """Kendall tau of SPOS supernets trained on synthetic vs real data (same paths, same init)."""
+
+    enabled: bool = True
+    algo: str = "spos"  # which entry of the bench's searches gives the space and the supernet recipe
+    archs: int = 24  # architectures ranked by both supernets (>= 20 for the headline)
+    steps: int = 1500  # single-path SGD steps of each supernet
+    epochs: int = 5  # cosine epochs the steps are split into
+
+
+@dataclasses.dataclass
+class ZeroShotConfig:
+    """Training-free baseline: best proxy score on Gaussian input under the synthetic search's FLOPs."""
+
+    proxy: str = "naswot"  # naswot | zen
+    samples: int = 100
+    batch_size: int = 64
+
+
+@dataclasses.dataclass
+class BenchConfig:
+    """`dfnas bench`: does NAS on synthetic data find architectures as good as NAS on real data?"""
+
+    teacher: TeacherRefConfig = dataclasses.field(default_factory=TeacherRefConfig)
+    train_data: str = "mnist"  # real labelled data: search source (a) and final training
+    test_data: str = "mnist"  # real held-out data every architecture is tested on
+    algos: list[str] = dataclasses.field(default_factory=lambda: ["darts", "proxyless", "spos"])
+    sources: list[str] = dataclasses.field(default_factory=lambda: list(SOURCES))
+    # the dfnas synthetic set (b); plain inversion (c) is the same budget as one round, no
+    # regional update, no RLC; noise (d) has as many images as (b), labelled by the teacher
+    synth: SynthConfig = dataclasses.field(default_factory=lambda: SynthConfig(per_class=20, rounds=3, steps=200))
+    search_online_teacher: bool = False  # teacher-labelled sources: KD to the live teacher on each view
+    darts: SearchConfig = dataclasses.field(default_factory=lambda: _search("darts", "nb201"))
+    proxyless: SearchConfig = dataclasses.field(default_factory=lambda: _search("proxyless", "proxyless"))
+    spos: SearchConfig = dataclasses.field(default_factory=lambda: _search(
+        "spos", "spos", spos={"population": 12, "generations": 3, "topk": 4, "mutation": 4, "crossover": 4,
+                              "bn_batches": 4, "val_batches": 0}))
+    random_archs: int = 4  # per space, trained like the found ones (their spread says if the task separates)
+    zeroshot: ZeroShotConfig = dataclasses.field(default_factory=ZeroShotConfig)
+    # final training of every architecture, from scratch on real data; the harder regime:
+    # `final_per_class` images per class of the train split (None = all of it)
+    final_per_class: int | None = 50
+    final: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(epochs=20, batch_size=32))
+    seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1, 2])
+    ranking: RankingConfig = dataclasses.field(default_factory=RankingConfig)
+    seed: int = 0  # synthesis, searches, sampling of random architectures
+    threads: int | None = None  # torch CPU threads; None = torch's default
+    out: str = "runs/bench"
+
+    def search_config(self, algo: str) -> SearchConfig:
+        return dataclasses.replace(getattr(self, algo), seed=self.seed)
+
+
+# `dfnas bench --quick`: same protocol, tiny budget (integration test, smoke check)
+QUICK: dict[str, Any] = {
+    "synth": {"per_class": 4, "rounds": 2, "steps": 20, "batch_size": 40},
+    "darts": {"epochs": 2, "max_steps_per_epoch": 2, "batch_size": 8},
+    "proxyless": {"epochs": 2, "max_steps_per_epoch": 2, "batch_size": 8},
+    "spos": {"epochs": 2, "max_steps_per_epoch": 2, "batch_size": 8,
+             "spos": {"population": 4, "generations": 1, "topk": 2, "mutation": 2, "crossover": 2,
+                      "bn_batches": 1, "val_batches": 1}},
+    "random_archs": 2,
+    "zeroshot": {"samples": 4, "batch_size": 8},
+    "final_per_class": 5,
+    "final": {"epochs": 1, "batch_size": 16},
+    "seeds": [0, 1],
+    "ranking": {"archs": 6, "steps": 6, "epochs": 1},
+}

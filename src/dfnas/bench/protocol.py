@@ -1,0 +1,510 @@
+"""`dfnas bench`: the SPEC section 4 protocol, every number measured in the same run.
+
+    dfnas bench --out runs/bench              # the documented regime (see the README)
+    dfnas bench --quick --out runs/bench-q    # same protocol at a tiny budget
+
+Jobs, in order, each done once and recorded in `jobs/<name>.json` (atomic) with a key
+hashed from its inputs, so a killed bench resumes where it stopped (searches and final
+trainings also resume inside themselves from their own checkpoints):
+
+    teacher                      real test accuracy, FLOPs
+    data-synthetic, data-plain   the two synthetic sets (`data/<name>`, resumable synthesis)
+    search-<algo>-<source>       every algorithm on every source (`search/<algo>-<source>`)
+    zeroshot-<algo>              training-free proxy in the algorithm's space, under the FLOPs
+                                 of the architecture found on synthetic data
+    final-<name>                 every architecture (found, random, zero-shot) trained from
+                                 scratch on the real train subset with every seed (`final/<name>`)
+    ranking                      Kendall tau of supernets trained on synthetic vs real data
+
+then results.json and the report (dfnas.bench.report).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import platform
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dfnas import __version__
+from dfnas.bench.config import QUICK, SOURCES, BenchConfig
+from dfnas.config import apply_overrides, dump_yaml, from_dict, to_dict
+from dfnas.data import Source, load_source
+from dfnas.errors import DfnasError
+from dfnas.io import atomic_write_json, atomic_write_text, derive_seed
+
+# settings that change how fast the bench runs, not what it measures
+_EXECUTION_KEYS = ("threads", "out")
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Nested update: sections given partially keep the bench's own defaults for the rest."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("space_args",):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def build_config(data: dict[str, Any] | None = None, quick: bool = False, overrides: list[str] | None = None
+                 ) -> BenchConfig:
+    """Defaults < QUICK (when `quick`) < the YAML mapping < `key=value` overrides; checked."""
+    merged = to_dict(BenchConfig())
+    if quick:
+        merged = _merge(merged, QUICK)
+    merged = _merge(merged, data or {})
+    over: dict[str, Any] = {}
+    apply_overrides(over, overrides or [])
+    merged = _merge(merged, over)
+    cfg = from_dict(BenchConfig, merged)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: BenchConfig) -> None:
+    """Everything checkable before loading anything: one-line errors naming the key."""
+    from dfnas.spaces import resolve_space_cfg
+    from dfnas.strategies import COMPATIBLE_SPACES
+    from dfnas.strategies.runner import check_config
+    from dfnas.strategies.zeroshot import PROXIES
+
+    algos = ("darts", "proxyless", "spos")
+    bad = [a for a in cfg.algos if a not in algos]
+    if bad or not cfg.algos or len(set(cfg.algos)) != len(cfg.algos):
+        raise DfnasError(f"config key 'algos': give distinct values from {list(algos)}; got {cfg.algos}")
+    bad = [s for s in cfg.sources if s not in SOURCES]
+    if bad or len(set(cfg.sources)) != len(cfg.sources) or not {"real", "synthetic"} <= set(cfg.sources):
+        raise DfnasError(f"config key 'sources': distinct values from {list(SOURCES)}, including real and "
+                         f"synthetic; got {cfg.sources}")
+    for a in algos:
+        s = getattr(cfg, a)
+        if s.algo != a:
+            raise DfnasError(f"config key '{a}.algo' must be {a} (each section configures its own algorithm)")
+        if s.space not in COMPATIBLE_SPACES[a]:
+            raise DfnasError(f"config key '{a}.space': {a} cannot search '{s.space}'; choose one of "
+                             f"{list(COMPATIBLE_SPACES[a])}")
+        try:
+            resolve_space_cfg(s.space, s.space_args)
+        except DfnasError as e:
+            raise DfnasError(f"config key '{a}.space_args': {e}") from e
+        check_config(s)
+    cfg.synth.validate(1)
+    if cfg.ranking.algo not in algos:
+        raise DfnasError(f"config key 'ranking.algo': choose one of {list(algos)}")
+    if cfg.ranking.enabled and (cfg.ranking.archs < 2 or cfg.ranking.steps < 1 or cfg.ranking.epochs < 1):
+        raise DfnasError("config keys 'ranking.archs' (>= 2, 20+ for the headline), 'ranking.steps', "
+                         "'ranking.epochs' (>= 1)")
+    if cfg.zeroshot.proxy not in PROXIES:
+        raise DfnasError(f"config key 'zeroshot.proxy': {cfg.zeroshot.proxy!r} is not allowed; choose one of {list(PROXIES)}")
+    if cfg.zeroshot.samples < 1 or cfg.random_archs < 0:
+        raise DfnasError("config keys 'zeroshot.samples' must be >= 1 and 'random_archs' >= 0")
+    if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
+        raise DfnasError(f"config key 'seeds': give distinct integers, e.g. [0, 1, 2]; got {cfg.seeds}")
+    if cfg.final_per_class is not None and cfg.final_per_class < 1:
+        raise DfnasError("config key 'final_per_class' must be >= 1 or null (the whole train split)")
+    f = cfg.final
+    if f.epochs < 1 or f.batch_size < 1 or f.lr <= 0:
+        raise DfnasError("config keys 'final.epochs', 'final.batch_size' must be >= 1 and 'final.lr' > 0")
+    if cfg.threads is not None and cfg.threads < 1:
+        raise DfnasError("config key 'threads' must be >= 1 (or null for torch's default)")
+    for a in algos:
+        dev = getattr(cfg, a).device
+        for d in (dev, cfg.synth.device, cfg.final.device):
+            if d.startswith("cuda") and not torch.cuda.is_available():
+                raise DfnasError(f"device '{d}': CUDA is not available on this machine; use cpu")
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def measured_part(cfg: BenchConfig) -> dict[str, Any]:
+    return {k: v for k, v in to_dict(cfg).items() if k not in _EXECUTION_KEYS}
+
+
+# ----------------------------------------------------------------------------- the bench
+
+
+@dataclasses.dataclass
+class Bench:
+    """One bench folder: config, teacher, sources, and the job records done so far."""
+
+    cfg: BenchConfig
+    out: Path
+    progress: bool = True
+    force: bool = False
+    done: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    teacher: Any = None
+    _sources: dict[str, Source] = dataclasses.field(default_factory=dict)
+
+    # -- bookkeeping
+    def say(self, msg: str) -> None:
+        if self.progress:
+            print(f"dfnas bench: {msg}", flush=True)
+
+    def job(self, name: str, key: Any, fn: Callable[[], dict[str, Any]], folder: Path | None = None
+            ) -> dict[str, Any]:
+        """Run `fn` once per (name, key); a record with another key is redone (its folder cleared)."""
+        k = _hash(key)
+        path = self.out / "jobs" / f"{name}.json"
+        if path.is_file():
+            try:
+                rec = json.loads(path.read_text())
+            except json.JSONDecodeError:
+                rec = {}
+            if rec.get("key") == k:
+                self.done[name] = rec["result"]
+                return rec["result"]
+            path.unlink()
+            if folder is not None and folder.exists():
+                shutil.rmtree(folder)
+        self.say(f"{name} ...")
+        t0 = time.perf_counter()
+        result = fn()
+        rec = {"job": name, "key": k, "seconds": round(time.perf_counter() - t0, 2),
+               "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "result": result}
+        atomic_write_json(path, rec)
+        self.done[name] = result
+        return result
+
+    # -- data
+    def source(self, name: str) -> Source:
+        from dfnas.bench.sources import noise_source, synthetic_source
+
+        if name not in self._sources:
+            if name == "real":
+                self._sources[name] = load_source(self.cfg.train_data, None if self.cfg.train_data == "mnist"
+                                                  else self.teacher.spec, "train")
+            elif name == "test":
+                self._sources[name] = load_source(self.cfg.test_data, None if self.cfg.test_data == "mnist"
+                                                  else self.teacher.spec, "test")
+            elif name in ("synthetic", "plain"):
+                self._sources[name] = synthetic_source(self.out / "data" / name, name)
+            elif name == "noise":
+                s = self.cfg.synth
+                self._sources[name] = noise_source(self.teacher, s.per_class * s.rounds, derive_seed(self.cfg.seed, "noise"))
+            else:
+                raise KeyError(name)
+        return self._sources[name]
+
+    def final_train_source(self) -> Source:
+        from dfnas.bench.sources import per_class_subset
+
+        return per_class_subset(self.source("real"), self.cfg.final_per_class)
+
+
+def _teacher_job(b: Bench) -> dict[str, Any]:
+    from dfnas.profile import profile
+    from dfnas.teachers import validate_teacher
+    from dfnas.teachers.online import OnlineTeacher, check_teacher_fits
+    from dfnas.train import evaluate
+
+    t = b.teacher
+    validate_teacher(t, need_bn=b.cfg.synth.bn_weight > 0)
+    test = b.source("test")
+    check_teacher_fits(t, test.spec, f"test data {b.cfg.test_data}")
+    s = t.spec
+    return {"identity": t.identity(), "test_accuracy": evaluate(OnlineTeacher(t, test.spec), test),
+            **profile(t.module, (s.channels, s.height, s.width))}
+
+
+def _data_job(b: Bench, name: str) -> dict[str, Any]:
+    from dfnas.bench.sources import plain_config
+    from dfnas.synth import synthesize
+
+    cfg = b.cfg.synth if name == "synthetic" else plain_config(b.cfg.synth)
+    cfg = dataclasses.replace(cfg, seed=derive_seed(b.cfg.seed, "bench-synth", name))
+    rep = synthesize(b.teacher, cfg, b.out / "data" / name, progress=b.progress)
+    return {"report": rep, "config": to_dict(cfg)}
+
+
+def _label_stats(src: Source) -> dict[str, Any]:
+    """How the teacher labels a source: images per predicted class, mean max-probability."""
+    assert src.logits is not None
+    p = src.logits.float().softmax(1)
+    counts = torch.bincount(p.argmax(1), minlength=src.spec.num_classes)
+    return {"images": len(src), "per_class": counts.tolist(), "mean_max_prob": float(p.max(1).values.mean())}
+
+
+def _search_job(b: Bench, algo: str, source: str) -> dict[str, Any]:
+    from dfnas.strategies.runner import run_search
+
+    teacher = b.teacher if b.cfg.search_online_teacher and source != "real" else None
+    rec = run_search(b.cfg.search_config(algo), b.source(source), b.out / "search" / f"{algo}-{source}",
+                     progress=b.progress, teacher=teacher, force=b.force)
+    return {"algo": algo, "source": source, "space": rec["space"], "space_cfg": rec["space_cfg"],
+            "choices": rec["choices"], "flops": rec.get("flops"), "params": rec.get("params"),
+            "search_seconds": rec.get("search_seconds_last_run"), "search_loss": rec.get("search_loss"),
+            "search": rec.get("search"), "arch_file": f"search/{algo}-{source}/arch.json"}
+
+
+def _random_archs(b: Bench, algo: str) -> list[dict[str, Any]]:
+    """`random_archs` distinct uniform samples of the algorithm's space (fixed by the seed)."""
+    from dfnas.bench.ranking import sample_distinct
+    from dfnas.spaces import create_space
+
+    s = b.cfg.search_config(algo)
+    space_cfg = _fitted_space_cfg(b, s.space, s.space_args)
+    net = create_space(s.space, **space_cfg)
+    archs = sample_distinct(net, b.cfg.random_archs, derive_seed(b.cfg.seed, "random-archs", s.space))
+    return [{"space": s.space, "space_cfg": space_cfg, "choices": a} for a in archs]
+
+
+def _fitted_space_cfg(b: Bench, space: str, args: dict[str, Any]) -> dict[str, Any]:
+    from dfnas.spaces import resolve_space_cfg
+
+    sp = b.teacher.spec
+    fit = {"num_classes": sp.num_classes, "in_channels": sp.channels,
+           "image_size": sp.height if sp.height == sp.width else [sp.height, sp.width]}
+    return resolve_space_cfg(space, {**args, **fit})
+
+
+def _zeroshot_job(b: Bench, algo: str, budget: int | None) -> dict[str, Any]:
+    from dfnas.strategies.zeroshot import zero_shot_search
+
+    s = b.cfg.search_config(algo)
+    z = b.cfg.zeroshot
+    def run(limit: int | None) -> dict[str, Any]:
+        return zero_shot_search(s.space, _fitted_space_cfg(b, s.space, s.space_args), proxy=z.proxy,
+                                samples=z.samples, max_flops=limit, seed=derive_seed(b.cfg.seed, "zeroshot", algo),
+                                batch_size=z.batch_size, progress=b.progress)
+
+    relaxed = False
+    try:
+        res = run(budget)
+    except DfnasError:  # no uniform sample is as small as the searches' architectures: say so, go unconstrained
+        res, relaxed = run(None), True
+    top = res["candidates"][:5]
+    return {"space": s.space, "space_cfg": _fitted_space_cfg(b, s.space, s.space_args), "choices": res["arch"],
+            "proxy": res["proxy"], "score": _finite(res["score"]), "flops": res["flops"], "params": res["params"],
+            "max_flops": budget, "budget_relaxed": relaxed, "samples": res["samples"], "seconds": res["seconds"],
+            "top5": [{"choices": c["arch"], "score": _finite(c["score"]), "flops": c["flops"]} for c in top]}
+
+
+def _finite(x: float) -> float | None:
+    return x if x == x and abs(x) != float("inf") else None
+
+
+def _final_job(b: Bench, name: str, arch: dict[str, Any]) -> dict[str, Any]:
+    from dfnas.arch import make_record
+    from dfnas.spaces import space_class
+    from dfnas.train import train_arch
+
+    rec = make_record(arch["space"], space_class(arch["space"]).version, arch["space_cfg"], arch["choices"], {})
+    cfg = dataclasses.replace(b.cfg.final)
+    m = train_arch(rec, b.final_train_source(), b.source("test"), seeds=b.cfg.seeds, out=b.out / "final" / name,
+                   cfg=cfg, progress=False)  # dozens of short trainings: one summary line each
+    assert m is not None
+    b.say(f"  {name}: {100 * m['test_accuracy_mean']:.2f}% ± {100 * (m['test_accuracy_std'] or 0):.2f} "
+          f"({len(b.cfg.seeds)} seeds, {m['wall_seconds']:.0f} s)")
+    return {"test_accuracy_mean": m["test_accuracy_mean"], "test_accuracy_std": m["test_accuracy_std"],
+            "per_seed": [r["test_accuracy"] for r in m["per_seed"]], "flops": m["flops"], "params": m["params"],
+            "train_seconds": m["wall_seconds"]}
+
+
+def _ranking_job(b: Bench, first: list[dict[str, Any]]) -> dict[str, Any]:
+    from dfnas.bench.ranking import ranking_check
+
+    r = b.cfg.ranking
+    s = b.cfg.search_config(r.algo)
+    res = ranking_check(b.source("real"), b.source("synthetic"), s, r.archs, r.steps, r.epochs,
+                        first=[a["choices"] for a in first])
+    return {**res, "tau_synthetic_vs_real": _finite(res["tau_synthetic_vs_real"]),
+            "tau_synthetic_weights_real_val_vs_real": _finite(res["tau_synthetic_weights_real_val_vs_real"]),
+            "algo": r.algo}
+
+
+# ----------------------------------------------------------------------------- folder
+
+
+def prepare_folder(out: Path, cfg: BenchConfig, force: bool) -> None:
+    """Refuse a folder of another bench config (or not a bench) unless `force`."""
+    if out.exists() and not out.is_dir():
+        raise DfnasError(f"--out {out} is a file; pass a folder")
+    meta = out / "bench.json"
+    if out.is_dir() and any(out.iterdir()):
+        prev = None
+        if meta.is_file():
+            try:
+                prev = json.loads(meta.read_text())
+            except json.JSONDecodeError:
+                prev = None
+        if prev is None and not force:
+            raise DfnasError(f"--out {out} holds files that are not a dfnas bench; choose a new folder or pass --force")
+        if prev is not None and prev.get("config") != measured_part(cfg) and not force:
+            old = prev.get("config") or {}
+            diff = sorted(k for k in set(old) | set(measured_part(cfg)) if old.get(k) != measured_part(cfg).get(k))
+            raise DfnasError(f"--out {out} holds a bench with another config (keys {', '.join(diff)} differ); "
+                             f"choose a new folder or pass --force to redo the jobs those keys change")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(meta, {"dfnas": __version__, "config": measured_part(cfg)})
+    atomic_write_text(out / "config.yaml", dump_yaml(cfg))
+
+
+def machine() -> dict[str, Any]:
+    import os
+
+    return {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "cpus": os.cpu_count(), "threads": torch.get_num_threads(), "cpu": platform.processor() or None}
+
+
+def run_bench(cfg: BenchConfig, out: str | Path | None = None, force: bool = False, progress: bool = True,
+              command: str | None = None) -> dict[str, Any]:
+    """Run (or resume) the whole protocol into `out`; returns results.json's content."""
+    from dfnas.teachers import load_teacher
+
+    validate(cfg)
+    out = Path(out if out is not None else cfg.out)
+    old_threads = torch.get_num_threads()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    t_start = time.perf_counter()
+    try:
+        teacher = load_teacher(cfg.teacher.ref, cfg.teacher.weights, cfg.teacher.spec)
+        prepare_folder(out, cfg, force)
+        b = Bench(cfg, out, progress, force, teacher=teacher)
+        results = _run_jobs(b)
+        results.update({"dfnas": __version__, "date": time.strftime("%Y-%m-%d"), "machine": machine(),
+                        "command": command or "dfnas bench", "config": to_dict(cfg),
+                        "seconds_this_call": round(time.perf_counter() - t_start, 1)})
+        from dfnas.bench.report import write_report
+
+        atomic_write_json(out / "results.json", results)
+        write_report(out, results)
+        return results
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _run_jobs(b: Bench) -> dict[str, Any]:
+    cfg = b.cfg
+    th = b.teacher.identity()
+    teacher = b.job("teacher", {"t": th, "test": cfg.test_data}, lambda: _teacher_job(b))
+    data: dict[str, Any] = {}
+    for name in ("synthetic", "plain"):
+        if name in cfg.sources:
+            data[name] = b.job(f"data-{name}", {"t": th, "synth": to_dict(cfg.synth), "seed": cfg.seed, "name": name},
+                               lambda n=name: _data_job(b, n), b.out / "data" / name)
+    if "noise" in cfg.sources:
+        data["noise"] = _label_stats(b.source("noise"))
+    searches: list[dict[str, Any]] = []
+    for algo in cfg.algos:
+        for src in cfg.sources:
+            key = {"search": to_dict(cfg.search_config(algo)), "data": b.source(src).identity,
+                   "online": cfg.search_online_teacher and src != "real"}
+            searches.append(b.job(f"search-{algo}-{src}", key, lambda a=algo, s=src: _search_job(b, a, s),
+                                  b.out / "search" / f"{algo}-{src}"))
+    zeroshot: dict[str, Any] = {}
+    for algo in cfg.algos:
+        # the same FLOPs budget as the searches: the largest architecture this algorithm found
+        budget = max(s["flops"] for s in searches if s["algo"] == algo)
+        key = {"z": to_dict(cfg.zeroshot), "space": to_dict(cfg.search_config(algo))["space_args"],
+               "budget": budget, "seed": cfg.seed}
+        zeroshot[algo] = b.job(f"zeroshot-{algo}", key, lambda a=algo, bd=budget: _zeroshot_job(b, a, bd))
+    random_sets = {algo: _random_archs(b, algo) for algo in cfg.algos}
+
+    # every architecture, trained from scratch on the real train subset with every seed
+    final_key = {"final": to_dict(cfg.final), "seeds": cfg.seeds, "per_class": cfg.final_per_class,
+                 "train": cfg.train_data, "test": cfg.test_data}
+    todo: list[tuple[str, dict[str, Any]]] = [(f"{s['algo']}-{s['source']}", s) for s in searches]
+    todo += [(f"zeroshot-{a}", z) for a, z in zeroshot.items()]
+    todo += [(f"random-{a}-{i}", r) for a, rs in random_sets.items() for i, r in enumerate(rs)]
+    finals: dict[str, dict[str, Any]] = {}
+    for name, arch in todo:
+        key = {**final_key, "space": arch["space"], "space_cfg": arch["space_cfg"], "choices": arch["choices"]}
+        finals[name] = b.job(f"final-{name}", key, lambda n=name, a=arch: _final_job(b, n, a), b.out / "final" / name)
+
+    ranking = None
+    if cfg.ranking.enabled:
+        r_algo = cfg.ranking.algo if cfg.ranking.algo in random_sets else cfg.algos[-1]
+        key = {"r": to_dict(cfg.ranking), "search": to_dict(cfg.search_config(r_algo)),
+               "real": b.source("real").identity, "syn": b.source("synthetic").identity,
+               "first": [a["choices"] for a in random_sets[r_algo]]}
+        ranking = b.job("ranking", key, lambda: _ranking_job(b, random_sets[r_algo]))
+        ranking["scratch"] = [finals[f"random-{r_algo}-{i}"]["test_accuracy_mean"] for i in range(len(random_sets[r_algo]))]
+        k = len(ranking["scratch"])
+        if k >= 2:
+            from dfnas.bench.ranking import tau
+
+            ranking["tau_scratch_vs_real_supernet"] = _finite(tau(ranking["scratch"], ranking["scores"]["real"][:k]))
+            ranking["tau_scratch_vs_synthetic_supernet"] = _finite(
+                tau(ranking["scratch"], ranking["scores"]["synthetic"][:k]))
+
+    return summarize(cfg, teacher, data, searches, zeroshot, random_sets, finals, ranking)
+
+
+# ----------------------------------------------------------------------------- verdicts
+
+
+def _ms(f: dict[str, Any]) -> tuple[float, float]:
+    return float(f["test_accuracy_mean"]), float(f["test_accuracy_std"] or 0.0)
+
+
+def clearly_better(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Mean ahead by more than the two standard deviations together (1-sigma bands do not touch)."""
+    (ma, sa), (mb, sb) = _ms(a), _ms(b)
+    return ma - mb > sa + sb
+
+
+def summarize(cfg: BenchConfig, teacher: dict[str, Any], data: dict[str, Any], searches: list[dict[str, Any]],
+              zeroshot: dict[str, Any], random_sets: dict[str, list[dict[str, Any]]],
+              finals: dict[str, dict[str, Any]], ranking: dict[str, Any] | None) -> dict[str, Any]:
+    import statistics
+
+    rows = []
+    for s in searches:
+        rows.append({**{k: s[k] for k in ("algo", "source", "space", "choices", "flops", "params", "search_seconds")},
+                     "final": finals[f"{s['algo']}-{s['source']}"]})
+    spread = {}
+    for algo, rs in random_sets.items():
+        accs = [finals[f"random-{algo}-{i}"]["test_accuracy_mean"] for i in range(len(rs))]
+        seed_std = [finals[f"random-{algo}-{i}"]["test_accuracy_std"] or 0.0 for i in range(len(rs))]
+        spread[algo] = {"space": rs[0]["space"] if rs else None, "accuracies": accs,
+                        "mean": statistics.fmean(accs) if accs else None,
+                        "std": statistics.stdev(accs) if len(accs) > 1 else None,
+                        "best_minus_worst": (max(accs) - min(accs)) if accs else None,
+                        "mean_seed_std": statistics.fmean(seed_std) if seed_std else None,
+                        "archs": [{"choices": r["choices"], "final": finals[f"random-{algo}-{i}"]}
+                                  for i, r in enumerate(rs)]}
+    verdicts = {}
+    for algo in cfg.algos:
+        by = {r["source"]: r["final"] for r in rows if r["algo"] == algo}
+        syn, real = by["synthetic"], by["real"]
+        (ms, _), (mr, sr) = _ms(syn), _ms(real)
+        v: dict[str, Any] = {"synthetic_within_1std_of_real": ms >= mr - sr, "synthetic_minus_real": ms - mr}
+        for other in ("plain", "noise"):
+            if other in by:
+                v[f"clearly_better_than_{other}"] = clearly_better(syn, by[other])
+                v[f"synthetic_minus_{other}"] = ms - _ms(by[other])[0]
+        z = finals[f"zeroshot-{algo}"]
+        v["clearly_better_than_zeroshot"] = clearly_better(syn, z)
+        v["synthetic_minus_zeroshot"] = ms - _ms(z)[0]
+        if spread[algo]["mean"] is not None:
+            v["synthetic_minus_random_mean"] = ms - spread[algo]["mean"]
+        verdicts[algo] = v
+    zs = {a: {**z, "final": finals[f"zeroshot-{a}"]} for a, z in zeroshot.items()}
+    return {"teacher": teacher, "data": data, "searches": rows, "zeroshot": zs,
+            "random": spread, "ranking": _ranking_public(ranking), "verdicts": verdicts,
+            "targets_met": {
+                "synthetic_within_1std_of_real": all(v["synthetic_within_1std_of_real"] for v in verdicts.values()),
+                "clearly_better_than_noise": all(v.get("clearly_better_than_noise", True) for v in verdicts.values()),
+                "clearly_better_than_zeroshot": all(v["clearly_better_than_zeroshot"] for v in verdicts.values()),
+                "kendall_tau_ge_0.7": bool(ranking and (ranking.get("tau_synthetic_vs_real") or -1) >= 0.7),
+            }}
+
+
+def _ranking_public(r: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if r is None else {k: v for k, v in r.items() if k != "space_cfg"}

@@ -1,0 +1,110 @@
+"""Ranking fidelity: does a supernet trained on synthetic data rank architectures like one
+trained on real data? (SPEC section 4, the ranking check.)
+
+Two SPOS-style single-path supernets share the seed, the initial weights, the sequence of
+sampled paths and the number of SGD steps; only the data differs (real: cross-entropy,
+synthetic: KD to the stored logits). Each architecture is scored exactly as the SPOS
+strategy scores an evolution candidate (BatchNorm recalibration on that supernet's own
+training batches, then top-1 on its own val split).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from scipy.stats import kendalltau
+
+from dfnas.config import SearchConfig
+from dfnas.data import Source
+from dfnas.io import derive_seed
+from dfnas.spaces.base import Arch, apply_arch, sample_arch
+from dfnas.strategies.common import SearchContext, SearchData, evaluate, recalibrate_bn
+from dfnas.strategies.runner import build_supernet
+from dfnas.strategies.spos import SposStrategy
+
+
+def tau(a: Sequence[float], b: Sequence[float]) -> float:
+    """Kendall tau-b (ties counted as in scipy); nan when either side is constant."""
+    return float(kendalltau(list(a), list(b)).statistic)
+
+
+class Supernet:
+    """One single-path supernet trained on one source, scored with the SPOS strategy's functions."""
+
+    def __init__(self, source: Source, cfg: SearchConfig) -> None:
+        # the supernet recipe of `cfg` trained single-path (SPOS works in every space)
+        self.cfg = dataclasses.replace(cfg, algo="spos")
+        self.model, self.space_cfg = build_supernet(self.cfg, source)  # same seed -> same initial weights
+        self.data = SearchData(source, self.cfg)
+        self.ctx = SearchContext(self.cfg, self.data, progress=False)
+        self.strategy = SposStrategy(self.cfg)
+        self.trained: dict[str, torch.Tensor] = {}
+
+    def train(self, steps: int, epochs: int) -> float:
+        """`steps` single-path SGD steps in `epochs` cosine epochs; returns seconds."""
+        t0 = time.perf_counter()
+        self.model.train()
+        self.strategy.setup(self.model, self.ctx)
+        rng = random.Random(derive_seed(self.cfg.seed, "bench-paths"))  # the same paths for both supernets
+        stream = self.data.cycle("train", "bench")
+        per_epoch = max(1, steps // epochs)
+        for _ in range(epochs):
+            for _ in range(per_epoch):
+                x, t = next(stream)
+                self.strategy.train_step(self.model, x, t, rng)
+            self.strategy.sched.step()
+        self.trained = {k: v.clone() for k, v in self.model.state_dict().items()}
+        return time.perf_counter() - t0
+
+    def score(self, arch: Arch) -> float:
+        """BN recalibration + val top-1, as SPOS scores an evolution candidate."""
+        self.model.load_state_dict(self.trained)
+        return self.strategy.score(self.model, self.ctx, arch)
+
+    def score_on(self, arch: Arch, other: SearchData) -> float:
+        """BN recalibrated on this supernet's own train batches, top-1 on `other`'s val split."""
+        self.model.load_state_dict(self.trained)
+        apply_arch(self.model, arch)
+        sc = self.cfg.spos
+        recalibrate_bn(self.model, self.data.batches("train", "bn-recal", train_aug=False, limit=sc.bn_batches))
+        res = evaluate(self.model, other.batches("val", "score", train_aug=False, limit=sc.val_batches or None),
+                       self.cfg.kd_temperature)
+        return res["acc"] - 1e-6 * res["loss"]
+
+
+def sample_distinct(model: torch.nn.Module, n: int, seed: int, first: Sequence[Arch] = ()) -> list[Arch]:
+    """`first` (deduplicated) then fresh distinct samples up to `n` architectures."""
+    archs: list[Arch] = []
+    for a in first:
+        if a not in archs:
+            archs.append(dict(a))
+    rng = random.Random(derive_seed(seed, "bench-sample"))
+    tries = 0
+    while len(archs) < n and tries < 100 * n:
+        a = sample_arch(model, rng)
+        tries += 1
+        if a not in archs:
+            archs.append(a)
+    return archs
+
+
+def ranking_check(real: Source, synthetic: Source, cfg: SearchConfig, archs_n: int, steps: int, epochs: int,
+                  first: Sequence[Arch] = ()) -> dict[str, Any]:
+    """Train both supernets, score the same architectures with each; taus and raw scores."""
+    nets = {"real": Supernet(real, cfg), "synthetic": Supernet(synthetic, cfg)}
+    seconds = {k: round(n.train(steps, epochs), 1) for k, n in nets.items()}
+    archs = sample_distinct(nets["real"].model, archs_n, cfg.seed, first)
+    t0 = time.perf_counter()
+    scores = {k: [n.score(a) for a in archs] for k, n in nets.items()}
+    scores["synthetic_on_real_val"] = [nets["synthetic"].score_on(a, nets["real"].data) for a in archs]
+    return {
+        "space": cfg.space, "space_cfg": nets["real"].space_cfg, "archs": archs, "scores": scores,
+        "tau_synthetic_vs_real": tau(scores["synthetic"], scores["real"]),
+        "tau_synthetic_weights_real_val_vs_real": tau(scores["synthetic_on_real_val"], scores["real"]),
+        "train_seconds": seconds, "score_seconds": round(time.perf_counter() - t0, 1), "steps": steps,
+    }

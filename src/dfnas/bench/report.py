@@ -1,0 +1,261 @@
+"""The report of one `dfnas bench`: report.md and a self-contained report.html with plots.
+
+    dfnas bench --out runs/bench   # then open runs/bench/report.html (or report.md)
+
+Plots (report_files/): accuracy per algorithm x data source with error bars, accuracy
+vs FLOPs of every trained architecture, and the ranking scatter (synthetic vs real supernet).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from dfnas.io import atomic_save, atomic_write_text
+from dfnas.pipeline_report import Doc, mflops, pct
+
+SOURCE_LABEL = {"real": "real data", "synthetic": "dfnas synthetic", "plain": "plain inversion",
+                "noise": "teacher-labelled noise"}
+COLORS = {"real": "#1f77b4", "synthetic": "#2ca02c", "plain": "#ff7f0e", "noise": "#7f7f7f",
+          "zeroshot": "#9467bd", "random": "#8c564b"}
+
+
+def _pm(f: dict[str, Any]) -> str:
+    std = f.get("test_accuracy_std")
+    return pct(f["test_accuracy_mean"]) + (f" ± {100 * std:.2f}" if std is not None else "")
+
+
+def _yes(v: bool | None) -> str:
+    return "n/a" if v is None else ("yes" if v else "**no**")
+
+
+def _plt():  # noqa: ANN202 - matplotlib's pyplot module
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> None:
+    atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
+    _plt().close(fig)
+
+
+def plot_bars(res: dict[str, Any], path: Path) -> None:
+    """Mean ± std test accuracy: one group per algorithm, one bar per data source (+ baselines)."""
+    plt = _plt()
+    algos = list(res["verdicts"])
+    sources = [s for s in ("real", "synthetic", "plain", "noise") if any(r["source"] == s for r in res["searches"])]
+    kinds = sources + ["zeroshot", "random"]
+    width = 0.8 / len(kinds)
+    fig, ax = plt.subplots(figsize=(2.6 * len(algos) + 2, 3.6))
+    lows = []
+    for j, kind in enumerate(kinds):
+        means, stds = [], []
+        for a in algos:
+            if kind == "zeroshot":
+                f = res["zeroshot"][a]["final"]
+                m, s = f["test_accuracy_mean"], f["test_accuracy_std"] or 0.0
+            elif kind == "random":
+                r = res["random"][a]
+                m, s = (r["mean"] or 0.0), (r["std"] or 0.0)
+            else:
+                f = next(r["final"] for r in res["searches"] if r["algo"] == a and r["source"] == kind)
+                m, s = f["test_accuracy_mean"], f["test_accuracy_std"] or 0.0
+            means.append(100 * m)
+            stds.append(100 * s)
+        lows += [m - s for m, s in zip(means, stds, strict=True)]
+        xs = [i + (j - (len(kinds) - 1) / 2) * width for i in range(len(algos))]
+        label = {"zeroshot": "zero-shot proxy", "random": "random archs (mean ± spread)"}.get(kind, SOURCE_LABEL.get(kind))
+        ax.bar(xs, means, width, yerr=stds, capsize=3, label=label, color=COLORS[kind])
+    ax.set_xticks(range(len(algos)), [f"{a}\n({res['random'][a]['space']} space)" for a in algos])
+    ax.set_ylabel("real test accuracy (%)")
+    ax.set_ylim(max(0.0, min(lows) - 2), 100)
+    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    ax.set_title("architectures trained from scratch on real data", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_flops(res: dict[str, Any], path: Path) -> None:
+    """Accuracy vs FLOPs of every trained architecture, one marker per algorithm/space."""
+    plt = _plt()
+    markers = {"darts": "o", "proxyless": "s", "spos": "^"}
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for a in res["verdicts"]:
+        mk = markers.get(a, "o")
+        for r in res["random"][a]["archs"]:
+            f = r["final"]
+            ax.errorbar(f["flops"] / 1e6, 100 * f["test_accuracy_mean"], yerr=100 * (f["test_accuracy_std"] or 0),
+                        fmt=mk, color=COLORS["random"], alpha=0.5, ms=5)
+        for r in res["searches"]:
+            if r["algo"] == a:
+                f = r["final"]
+                ax.errorbar(f["flops"] / 1e6, 100 * f["test_accuracy_mean"], yerr=100 * (f["test_accuracy_std"] or 0),
+                            fmt=mk, color=COLORS[r["source"]], ms=7)
+        f = res["zeroshot"][a]["final"]
+        ax.errorbar(f["flops"] / 1e6, 100 * f["test_accuracy_mean"], yerr=100 * (f["test_accuracy_std"] or 0),
+                    fmt=mk, color=COLORS["zeroshot"], ms=7)
+    handles = [plt.Line2D([], [], color=c, marker="o", ls="", label=lab) for lab, c in
+               [*((SOURCE_LABEL[s], COLORS[s]) for s in SOURCE_LABEL), ("zero-shot proxy", COLORS["zeroshot"]),
+                ("random", COLORS["random"])]]
+    handles += [plt.Line2D([], [], color="k", marker=m, ls="", label=f"{a} space") for a, m in markers.items()
+                if a in res["verdicts"]]
+    ax.legend(handles=handles, fontsize=7, loc="lower right")
+    ax.set_xscale("log")
+    ax.set_xlabel("MFLOPs (log)")
+    ax.set_ylabel("real test accuracy (%)")
+    ax.set_title("accuracy vs FLOPs (mean ± std over seeds)", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_ranking(rk: dict[str, Any], path: Path) -> None:
+    plt = _plt()
+    s = rk["scores"]
+    fig, axes = plt.subplots(1, 2 if rk.get("scratch") else 1, figsize=(9 if rk.get("scratch") else 4.6, 4.0),
+                             squeeze=False)
+    ax = axes[0][0]
+    ax.scatter([100 * v for v in s["real"]], [100 * v for v in s["synthetic"]], s=18, color=COLORS["synthetic"])
+    ax.set_xlabel("score of the real-data supernet (real val top-1, %)")
+    ax.set_ylabel("score of the synthetic-data supernet (%)")
+    tau = rk.get("tau_synthetic_vs_real")
+    ax.set_title(f"{len(s['real'])} architectures, Kendall tau {tau:.2f}" if tau is not None else "Kendall tau n/a",
+                 fontsize=9)
+    if rk.get("scratch"):
+        k = len(rk["scratch"])
+        ax2 = axes[0][1]
+        ax2.scatter([100 * v for v in rk["scratch"]], [100 * v for v in s["real"][:k]], label="real supernet",
+                    color=COLORS["real"])
+        ax2.scatter([100 * v for v in rk["scratch"]], [100 * v for v in s["synthetic"][:k]],
+                    label="synthetic supernet", color=COLORS["synthetic"])
+        ax2.set_xlabel("from-scratch real test accuracy (%)")
+        ax2.set_ylabel("supernet score (%)")
+        ax2.legend(fontsize=7)
+        ax2.set_title(f"{k} random architectures trained from scratch", fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def write_report(out: Path, res: dict[str, Any]) -> None:
+    files = out / "report_files"
+    files.mkdir(exist_ok=True)
+    plot_bars(res, files / "accuracy.png")
+    plot_flops(res, files / "flops.png")
+    rk = res.get("ranking")
+    if rk:
+        plot_ranking(rk, files / "ranking.png")
+    cfg = res["config"]
+    d = Doc(out)
+    d.h(1, "dfnas bench: does NAS on synthetic data match NAS on real data?")
+    t = res["teacher"]
+    per_class = cfg["final_per_class"]
+    d.p(f"{res['date']}, dfnas {res['dfnas']}, {res['machine']['cpus']} CPU(s), torch {res['machine']['torch']}; "
+        f"teacher {cfg['teacher']['ref']} ({pct(t['test_accuracy'])} on the real test split). Every architecture is "
+        f"trained from scratch on {'all' if per_class is None else f'{per_class} per class of'} the real train split "
+        f"with seeds {cfg['seeds']} ({cfg['final']['epochs']} epochs) and tested on the real test split.")
+    d.code(res["command"], "sh")
+
+    d.h(2, "Headline")
+    tm = res["targets_met"]
+    d.table(["target", "met"], [
+        ["found on synthetic data within one std of (or better than) real data, every algorithm",
+         _yes(tm["synthetic_within_1std_of_real"])],
+        ["synthetic clearly better than teacher-labelled noise", _yes(tm["clearly_better_than_noise"])],
+        ["synthetic clearly better than the zero-shot proxy", _yes(tm["clearly_better_than_zeroshot"])],
+        ["Kendall tau (synthetic vs real supernet) >= 0.7", _yes(tm["kendall_tau_ge_0.7"])],
+    ])
+    d.p("'Clearly better' = the mean is ahead by more than the two standard deviations together.")
+    d.img("report_files/accuracy.png", "real test accuracy per algorithm and search data")
+
+    d.h(2, "Architectures found per algorithm and data source")
+    rows = []
+    for r in res["searches"]:
+        rows.append([r["algo"], r["space"], SOURCE_LABEL[r["source"]], _pm(r["final"]), mflops(r["flops"]),
+                     f"{r['params'] / 1e3:.1f} k" if r.get("params") else "n/a",
+                     f"{r['search_seconds']:.0f}" if r.get("search_seconds") is not None else "n/a"])
+    for a, z in res["zeroshot"].items():
+        rows.append([a, z["space"], f"zero-shot {z['proxy']} (no data, <= {mflops(z['max_flops'])})", _pm(z["final"]),
+                     mflops(z["flops"]), f"{z['params'] / 1e3:.1f} k", f"{z['seconds']:.0f}"])
+    d.table(["algorithm", "space", "search data", "real test acc (mean ± std)", "FLOPs", "params", "search s"], rows)
+    d.h(3, "Verdicts")
+    vrows = []
+    for a, v in res["verdicts"].items():
+        vrows.append([a, f"{100 * v['synthetic_minus_real']:+.2f}", _yes(v["synthetic_within_1std_of_real"]),
+                      f"{100 * v.get('synthetic_minus_plain', float('nan')):+.2f}",
+                      f"{100 * v.get('synthetic_minus_noise', float('nan')):+.2f} ({_yes(v.get('clearly_better_than_noise'))})",
+                      f"{100 * v['synthetic_minus_zeroshot']:+.2f} ({_yes(v['clearly_better_than_zeroshot'])})"])
+    d.table(["algorithm", "synthetic − real (pts)", "within 1 std", "− plain", "− noise (clearly?)",
+             "− zero-shot (clearly?)"], vrows)
+
+    d.h(2, "Does the task separate architectures?")
+    d.table(["space", "random archs", "mean", "std between archs", "best − worst", "mean std over seeds"],
+            [[r["space"], len(r["accuracies"]), pct(r["mean"]), pct(r["std"]), pct(r["best_minus_worst"]),
+              pct(r["mean_seed_std"])] for r in res["random"].values()])
+    d.p("When the spread between architectures is not larger than the seed-to-seed spread, a space cannot "
+        "tell search data apart on this task; read its rows with that in mind.")
+    d.img("report_files/flops.png", "accuracy vs FLOPs of every trained architecture")
+
+    if rk:
+        d.h(2, "Ranking check")
+        d.p(f"Two supernets of the {rk['space']} space (the {rk['algo']} recipe, trained single-path for "
+            f"{rk['steps']} steps each with the same initial weights and paths), one on real data and one on the "
+            f"dfnas synthetic set; {len(rk['archs'])} architectures scored by each (BN recalibration + val top-1).")
+        rrows = [["synthetic vs real supernet", _tau(rk.get("tau_synthetic_vs_real"))],
+                 ["synthetic weights scored on real val vs real supernet",
+                  _tau(rk.get("tau_synthetic_weights_real_val_vs_real"))]]
+        if rk.get("scratch"):
+            rrows += [[f"real supernet vs from-scratch ({len(rk['scratch'])} random archs)",
+                       _tau(rk.get("tau_scratch_vs_real_supernet"))],
+                      [f"synthetic supernet vs from-scratch ({len(rk['scratch'])} random archs)",
+                       _tau(rk.get("tau_scratch_vs_synthetic_supernet"))]]
+        d.table(["Kendall tau", "value"], rrows)
+        d.img("report_files/ranking.png", "ranking scatter")
+
+    d.h(2, "Search data")
+    drows = []
+    for name in ("synthetic", "plain"):
+        if name in res["data"]:
+            rounds = res["data"][name]["report"].get("rounds", [])
+            last = rounds[-1] if rounds else {}
+            drows.append([SOURCE_LABEL[name], res["data"][name]["report"].get("images"), len(rounds),
+                          f"{last.get('teacher_agreement', float('nan')):.3f}", f"{last.get('mean_max_prob', float('nan')):.3f}"])
+    if "noise" in res["data"]:
+        n = res["data"]["noise"]
+        drows.append([SOURCE_LABEL["noise"], n["images"], "-", f"classes {n['per_class']}", f"{n['mean_max_prob']:.3f}"])
+    d.table(["source", "images", "rounds", "teacher agreement (last round)", "mean max prob"], drows)
+    for name in ("synthetic", "plain"):
+        if name in res["data"]:
+            for r in res["data"][name]["report"].get("rounds", []):
+                d.img(f"data/{name}/previews/round-{r['round']:02d}.png", f"{SOURCE_LABEL[name]}, round {r['round']}")
+
+    d.h(2, "Config")
+    import yaml
+
+    d.code(yaml.safe_dump(cfg, sort_keys=False), "yaml")
+    d.p(f"Machine: {json.dumps(res['machine'])}")
+    atomic_write_text(out / "report.md", d.markdown())
+    atomic_write_text(out / "report.html", d.html("dfnas bench report"))
+
+
+def _tau(v: float | None) -> str:
+    return "n/a (constant ranking)" if v is None else f"{v:.3f}"
+
+
+def format_summary(res: dict[str, Any], out: Path) -> str:
+    lines = [f"dfnas bench: done ({out})"]
+    for r in res["searches"]:
+        lines.append(f"  {r['algo']:<9} {SOURCE_LABEL[r['source']]:<24} {_pm(r['final']):>18}  {mflops(r['flops'])}")
+    for a, z in res["zeroshot"].items():
+        lines.append(f"  {a:<9} {'zero-shot ' + z['proxy']:<24} {_pm(z['final']):>18}  {mflops(z['flops'])}")
+    for a, r in res["random"].items():
+        lines.append(f"  {a:<9} random ({r['space']}) mean {pct(r['mean'])}, spread {pct(r['best_minus_worst'])}")
+    rk = res.get("ranking")
+    if rk:
+        lines.append(f"  ranking   Kendall tau synthetic vs real supernet: {_tau(rk.get('tau_synthetic_vs_real'))}")
+    lines.append(f"  targets   {json.dumps(res['targets_met'])}")
+    lines.append(f"  report    {out / 'report.md'} (and report.html); numbers in {out / 'results.json'}")
+    return "\n".join(lines)

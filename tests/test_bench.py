@@ -1,0 +1,201 @@
+"""`dfnas bench`: config checks, the data sources, verdict logic, and the --quick protocol end to
+end (outputs, consistency, resume after a kill, refusals).
+
+    pytest tests/test_bench.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dfnas.bench import build_config, run_bench
+from dfnas.bench.protocol import clearly_better
+from dfnas.bench.sources import noise_source, per_class_subset, plain_config
+from dfnas.cli import main
+from dfnas.data import load_source
+from dfnas.errors import DfnasError
+from dfnas.teachers import load_teacher
+from dfnas.teachers.online import OnlineTeacher
+
+QUICK_SET = ["threads=1"]
+
+
+def quick(*overrides: str):
+    return build_config({}, quick=True, overrides=[*QUICK_SET, *overrides])
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def test_partial_sections_keep_bench_defaults() -> None:
+    cfg = build_config({"darts": {"epochs": 3}})
+    assert (cfg.darts.algo, cfg.darts.space, cfg.darts.epochs) == ("darts", "nb201", 3)
+    assert cfg.darts.space_args["channels"] == 8  # the bench's small width, not the space default
+    q = quick()
+    assert q.spos.spos.population == 4 and q.spos.algo == "spos" and q.final_per_class == 5
+
+
+@pytest.mark.parametrize(("data", "needle"), [
+    ({"algoz": ["darts"]}, "unknown config key 'algoz'"),
+    ({"algos": ["darts", "enas"]}, "config key 'algos'"),
+    ({"sources": ["real", "noise"]}, "including real and synthetic"),
+    ({"seeds": [0, 0]}, "config key 'seeds'"),
+    ({"final": {"epochs": "many"}}, "final.epochs"),
+    ({"zeroshot": {"proxy": "snip"}}, "zeroshot.proxy"),
+    ({"spos": {"algo": "darts"}}, "spos.algo"),
+    ({"proxyless": {"space": "darts"}}, "proxyless.space"),
+    ({"darts": {"space_args": {"width": 3}}}, "darts.space_args"),
+    ({"final_per_class": 0}, "final_per_class"),
+])
+def test_bad_config_is_one_line_error(data: dict, needle: str) -> None:
+    with pytest.raises(DfnasError) as e:
+        build_config(data)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_cli_refuses_bad_override_before_writing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "b"
+    assert main(["bench", "--quick", "--out", str(out), "--set", "algos=[spos, nope]"]) == 2
+    assert "config key 'algos'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+def test_noise_source_is_teacher_labelled_and_seeded() -> None:
+    t = load_teacher("mnist-cnn")
+    a, b, c = noise_source(t, 3, seed=1), noise_source(t, 3, seed=1), noise_source(t, 3, seed=2)
+    assert len(a) == 30 and a.x.dtype == torch.uint8 and torch.equal(a.x, b.x) and not torch.equal(a.x, c.x)
+    assert int(a.x.min()) < 20 and int(a.x.max()) > 235  # uniform over the whole range
+    fresh = OnlineTeacher(t)(a.spec.normalize(a.x.float() / 255)).detach()
+    assert torch.allclose(a.logits, fresh, atol=1e-4)
+    assert torch.equal(a.y, fresh.argmax(1))
+
+
+def test_per_class_subset_and_plain_budget() -> None:
+    real = load_source("mnist", split="train")
+    sub = per_class_subset(real, 7)
+    assert torch.equal(torch.bincount(sub.y), torch.full((10,), 7))
+    assert per_class_subset(real, None) is real
+    with pytest.raises(DfnasError, match="final_per_class"):
+        per_class_subset(real, 10_000)
+    full = build_config({}).synth
+    plain = plain_config(full)
+    assert (plain.rounds, plain.regional) == (1, False)
+    assert plain.per_class * plain.rounds == full.per_class * full.rounds
+
+
+def test_clearly_better_needs_separated_bands() -> None:
+    f = lambda m, s: {"test_accuracy_mean": m, "test_accuracy_std": s}  # noqa: E731
+    assert clearly_better(f(0.95, 0.01), f(0.90, 0.02))
+    assert not clearly_better(f(0.95, 0.03), f(0.90, 0.03))
+    assert not clearly_better(f(0.90, 0.0), f(0.95, 0.0))
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def untimed(rows: list[dict]) -> list[dict]:
+    """Search rows without wall times (the only fields that may differ between runs)."""
+    return [{**{k: v for k, v in r.items() if k != "search_seconds"},
+             "final": {k: v for k, v in r["final"].items() if k != "train_seconds"}} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("bench") / "quick"
+    return out, run_bench(quick(), out, progress=False, command="pytest quick bench")
+
+
+def test_quick_bench_outputs_are_consistent(bench: tuple[Path, dict]) -> None:
+    out, res = bench
+    cfg = res["config"]
+    for f in ("results.json", "report.md", "report.html", "config.yaml", "report_files/accuracy.png",
+              "report_files/flops.png", "report_files/ranking.png"):
+        assert (out / f).is_file(), f
+    assert json.loads((out / "results.json").read_text())["verdicts"] == res["verdicts"]
+    pairs = {(r["algo"], r["source"]) for r in res["searches"]}
+    assert pairs == {(a, s) for a in cfg["algos"] for s in cfg["sources"]}
+    test_n = len(load_source("mnist", split="test"))
+    for r in res["searches"]:
+        f = r["final"]
+        assert len(f["per_seed"]) == len(cfg["seeds"])
+        assert all(round(a * test_n) == pytest.approx(a * test_n, abs=1e-6) for a in f["per_seed"])
+        assert f["test_accuracy_mean"] == pytest.approx(sum(f["per_seed"]) / len(f["per_seed"]))
+        assert f["flops"] == r["flops"]  # the trained network is the one the search returned
+        arch = json.loads((out / "search" / f"{r['algo']}-{r['source']}" / "arch.json").read_text())
+        assert arch["choices"] == r["choices"]
+    for algo, v in res["verdicts"].items():
+        by = {r["source"]: r["final"]["test_accuracy_mean"] for r in res["searches"] if r["algo"] == algo}
+        assert v["synthetic_minus_real"] == pytest.approx(by["synthetic"] - by["real"])
+        z = res["zeroshot"][algo]
+        budget = max(r["flops"] for r in res["searches"] if r["algo"] == algo)
+        assert z["max_flops"] == budget and (z["budget_relaxed"] or z["flops"] <= budget)
+        assert len(res["random"][algo]["accuracies"]) == cfg["random_archs"]
+    rk = res["ranking"]
+    assert len(rk["archs"]) == cfg["ranking"]["archs"] and len(rk["scores"]["real"]) == len(rk["archs"])
+    first = [a["choices"] for a in res["random"][cfg["ranking"]["algo"]]["archs"]]
+    assert rk["archs"][:len(first)] == first  # the from-scratch subset is ranked too
+    assert "Kendall tau" in (out / "report.md").read_text()
+    noise = res["data"]["noise"]
+    assert sum(noise["per_class"]) == noise["images"] == len(load_source(str(out / "data" / "synthetic")))
+
+
+def test_rerun_skips_every_job(bench: tuple[Path, dict], monkeypatch: pytest.MonkeyPatch) -> None:
+    out, res = bench
+    import dfnas.bench.protocol as protocol
+
+    def boom(*a: object, **k: object) -> None:
+        raise AssertionError("a finished job ran again")
+
+    for name in ("_data_job", "_search_job", "_final_job", "_ranking_job", "_zeroshot_job"):
+        monkeypatch.setattr(protocol, name, boom)
+    again = run_bench(quick(), out, progress=False, command="pytest quick bench")
+    assert again["searches"] == res["searches"] and again["ranking"] == res["ranking"]  # read back, not redone
+
+
+def test_other_config_refused_unless_force(bench: tuple[Path, dict], tmp_path: Path) -> None:
+    out, _ = bench
+    with pytest.raises(DfnasError, match="another config.*seeds"):
+        run_bench(quick("seeds=[0, 1, 2]"), out, progress=False)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(DfnasError, match="not a dfnas bench"):
+        run_bench(quick(), foreign, progress=False)
+    assert (foreign / "notes.txt").read_text() == "mine"
+
+
+def test_killed_bench_resumes_to_the_same_results(bench: tuple[Path, dict], tmp_path: Path) -> None:
+    """A bench of one algorithm, killed mid-way and rerun, gives that algorithm's rows of the full bench."""
+    _, full = bench
+    out = tmp_path / "spos"
+    cmd = [sys.executable, "-m", "dfnas.cli", "bench", "--quick", "--quiet", "--out", str(out),
+           "--set", "threads=1", "--set", "algos=[spos]"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = out / "jobs" / "search-spos-plain.json"
+    deadline = time.time() + 120
+    while not marker.is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the bench finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "results.json").exists()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    res = json.loads((out / "results.json").read_text())
+    spos_full = [r for r in full["searches"] if r["algo"] == "spos"]
+    assert untimed(res["searches"]) == untimed(spos_full)
+    assert res["random"]["spos"]["accuracies"] == full["random"]["spos"]["accuracies"]
+    assert res["ranking"]["scores"] == full["ranking"]["scores"]

@@ -1,0 +1,180 @@
+"""Zero-shot NAS: the NASWOT kernel by hand, proxy sanity, and the search contract."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from dfnas.arch import build_network, make_record
+from dfnas.errors import DfnasError
+from dfnas.profile import count_flops
+from dfnas.spaces import input_shape_of, resolve_space_cfg, space_class
+from dfnas.strategies.zeroshot import (
+    PROXIES,
+    _naswot_logdet,
+    gaussian_input,
+    naswot_kernel,
+    naswot_score,
+    zen_score,
+    zero_shot_search,
+)
+
+SMALL = {
+    "nb201": {"channels": 4, "image_size": 16},
+    "spos": {"stem_channels": 8, "stage_channels": [12, 16, 24], "stage_repeats": [1, 1, 1],
+             "last_channels": 32, "image_size": 16},
+    "proxyless": {"stem_channels": 8, "first_channels": 8, "stage_channels": [8, 16, 16],
+                  "stage_depths": [1, 1, 1], "last_channels": 32, "image_size": 16},
+    "darts": {"channels": 4, "layers": 3, "nodes": 2, "image_size": 16},
+}
+BS = 16
+
+
+def _without_time(res: dict) -> dict:
+    return {k: v for k, v in res.items() if k != "seconds"}
+
+
+def _nb201_net(arch: dict) -> nn.Module:
+    cfg = resolve_space_cfg("nb201", SMALL["nb201"])
+    torch.manual_seed(0)
+    return build_network(make_record("nb201", space_class("nb201").version, cfg, arch, {}))
+
+
+def _nb201_connected(arch: dict) -> bool:
+    """Does the cell output depend on its input (some path of non-`none` edges)?"""
+    live = [True]
+    for i in range(1, 4):
+        live.append(any(live[j] and arch[f"cell/op_{i}_{j}"] != "none" for j in range(i)))
+    return live[3]
+
+
+# ----------------------------------------------------------------------------- NASWOT kernel
+def test_naswot_kernel_matches_hand_count() -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(1, 2, 3)
+    model = nn.Sequential(conv, nn.ReLU())
+    x = gaussian_input((1, 5, 5), 6, seed=3)
+    with torch.no_grad():
+        codes = (conv(x) > 0).flatten(1)
+    units = codes.shape[1]  # 2 channels x 3 x 3
+    hand = torch.tensor([[sum(int(a == b) for a, b in zip(ci.tolist(), cj.tolist(), strict=True))
+                          for cj in codes] for ci in codes], dtype=torch.float64)
+    k = naswot_kernel([codes])
+    assert k.dtype == torch.float64
+    assert torch.equal(k, hand)
+    assert torch.equal(torch.diagonal(k), torch.full((6,), float(units), dtype=torch.float64))
+    # the score hooks the ReLU's input, so it must be log|det| of exactly this kernel
+    expected = float(torch.linalg.slogdet(hand).logabsdet)
+    assert naswot_score(model, (1, 5, 5), batch_size=6, seed=3) == pytest.approx(expected, rel=1e-12)
+    # several ReLUs: kernels add
+    other = torch.rand(6, 7) > 0.5
+    assert torch.equal(naswot_kernel([codes, other]), hand + naswot_kernel([other]))
+
+
+def test_naswot_identical_inputs_score_lower() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.Conv2d(4, 4, 3, padding=1), nn.ReLU())
+    distinct = gaussian_input((1, 8, 8), BS, seed=0)
+    same = distinct[:1].expand(BS, -1, -1, -1).clone()
+    s_distinct = _naswot_logdet(model, distinct)
+    s_same = _naswot_logdet(model, same)
+    assert math.isfinite(s_distinct)
+    assert s_same < s_distinct - 10  # identical codes: K is rank one (singular)
+
+
+def test_naswot_needs_relu_modules() -> None:
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 6 * 6, 3))
+    with pytest.raises(DfnasError, match="zen"):
+        naswot_score(model, (1, 8, 8), batch_size=4)
+
+
+def test_scoring_restores_modes_and_bn_stats() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)).eval()
+    model[1].train()  # a mixed state that must come back as it was
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    modes = [m.training for m in model.modules()]
+    naswot_score(model, (1, 8, 8), batch_size=8)
+    zen_score(model, (1, 8, 8), batch_size=8)
+    assert [m.training for m in model.modules()] == modes
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+# ----------------------------------------------------------------------------- degenerate nets
+def test_all_none_nb201_cell_scores_low_without_crashing() -> None:
+    labels = [f"cell/op_{i}_{j}" for i in range(1, 4) for j in range(i)]
+    dead = _nb201_net(dict.fromkeys(labels, "none"))
+    live = _nb201_net(dict.fromkeys(labels, "nor_conv_3x3"))
+    shape = input_shape_of(resolve_space_cfg("nb201", SMALL["nb201"]))
+    assert zen_score(dead, shape, batch_size=BS) == -math.inf  # features ignore the input
+    assert math.isfinite(zen_score(live, shape, batch_size=BS))
+    s_dead, s_live = naswot_score(dead, shape, batch_size=BS), naswot_score(live, shape, batch_size=BS)
+    assert not math.isnan(s_dead)
+    assert math.isfinite(s_live) and s_dead < s_live - 10
+
+
+@pytest.mark.parametrize("space", ["nb201", "spos", "proxyless"])
+def test_zen_finite_for_sampled_archs(space: str) -> None:
+    res = zero_shot_search(space, SMALL[space], proxy="zen", samples=4, batch_size=BS, seed=1)
+    assert res["samples"] == 4
+    for c in res["candidates"]:
+        if space == "nb201" and not _nb201_connected(c["arch"]):
+            assert c["score"] == -math.inf
+        else:
+            assert math.isfinite(c["score"]), c
+
+
+# ----------------------------------------------------------------------------- search contract
+def test_search_is_deterministic_and_keeps_global_rng() -> None:
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    a = zero_shot_search("nb201", SMALL["nb201"], samples=4, batch_size=BS, seed=5)
+    assert torch.equal(torch.get_rng_state(), state)
+    b = zero_shot_search("nb201", SMALL["nb201"], samples=4, batch_size=BS, seed=5)
+    assert _without_time(a) == _without_time(b)
+    assert a["proxy"] == "naswot" and a["samples"] == 4 and a["max_flops"] is None
+    scores = [c["score"] for c in a["candidates"]]
+    assert scores == sorted(scores, reverse=True)
+    assert a["arch"] == a["candidates"][0]["arch"] and a["score"] == scores[0]
+    assert len({str(sorted(c["arch"].items())) for c in a["candidates"]}) == 4  # distinct
+
+
+def test_search_respects_max_flops() -> None:
+    space = "spos"
+    free = zero_shot_search(space, SMALL[space], samples=6, batch_size=BS)
+    flops = sorted(c["flops"] for c in free["candidates"])
+    budget = flops[len(flops) // 2]
+    res = zero_shot_search(space, SMALL[space], samples=3, max_flops=budget, batch_size=BS)
+    assert res["max_flops"] == budget
+    assert res["candidates"] and all(c["flops"] <= budget for c in res["candidates"])
+    # the FLOPs reported are those of the network that gets built
+    cfg = resolve_space_cfg(space, SMALL[space])
+    net = build_network(make_record(space, space_class(space).version, cfg, res["arch"], {}))
+    assert res["flops"] == count_flops(net, input_shape_of(cfg))
+    assert res["params"] == sum(p.numel() for p in net.parameters())
+    with pytest.raises(DfnasError, match=r"smallest seen: \d+ FLOPs.*raise max_flops") as err:
+        zero_shot_search(space, SMALL[space], samples=2, max_flops=1, batch_size=BS)
+    smallest = int(str(err.value).split("smallest seen: ")[1].split()[0])
+    assert 1 < smallest <= flops[0]
+
+
+def test_search_errors() -> None:
+    assert set(PROXIES) == {"naswot", "zen"}
+    with pytest.raises(DfnasError, match=r"unknown zero-shot proxy 'snip'.*naswot.*zen"):
+        zero_shot_search("nb201", SMALL["nb201"], proxy="snip")
+    with pytest.raises(DfnasError, match="samples >= 1"):
+        zero_shot_search("nb201", SMALL["nb201"], samples=0)
+    with pytest.raises(DfnasError, match="batch_size >= 2"):
+        zero_shot_search("nb201", SMALL["nb201"], samples=1, batch_size=1)
+
+
+@pytest.mark.parametrize("proxy", ["naswot", "zen"])
+def test_search_darts(proxy: str) -> None:
+    res = zero_shot_search("darts", SMALL["darts"], proxy=proxy, samples=2, batch_size=BS)
+    assert res["samples"] == 2 and math.isfinite(res["score"])
