@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import tempfile
 import time
@@ -32,15 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from scipy.stats import kendalltau
 
+from dfnas.bench.ranking import Supernet, sample_distinct, tau
 from dfnas.config import SearchConfig, SynthConfig, TrainConfig, from_dict
 from dfnas.data import Source, load_source
-from dfnas.io import derive_seed
-from dfnas.spaces.base import Arch, sample_arch
-from dfnas.strategies.common import SearchContext, SearchData, evaluate, recalibrate_bn
-from dfnas.strategies.runner import build_supernet
-from dfnas.strategies.spos import SposStrategy
+from dfnas.spaces.base import Arch
 
 SPACE_ARGS = {"stem_channels": 8, "stage_channels": [16, 32, 64], "stage_repeats": [2, 2, 2], "last_channels": 64}
 
@@ -48,56 +43,6 @@ SPACE_ARGS = {"stem_channels": 8, "stage_channels": [16, 32, 64], "stage_repeats
 def short(arch: Arch) -> str:
     """One letter per layer: 3, 5, 7 (shuffle kernel) or x (xception)."""
     return "".join("x" if arch[k].startswith("xcep") else arch[k][-1] for k in sorted(arch, key=lambda k: int(k.split("_")[-1])))
-
-
-def tau(a: list[float], b: list[float]) -> float:
-    """Kendall tau-b (ties counted as in scipy)."""
-    return float(kendalltau(a, b).statistic)
-
-
-class Supernet:
-    """One SPOS supernet trained on one source, scored with the strategy's own functions."""
-
-    def __init__(self, source: Source, cfg: SearchConfig) -> None:
-        self.cfg = cfg
-        self.model, self.space_cfg = build_supernet(cfg, source)  # same seed -> same initial weights
-        self.data = SearchData(source, cfg)
-        self.ctx = SearchContext(cfg, self.data, progress=False)
-        self.strategy = SposStrategy(cfg)
-        self.trained: dict[str, torch.Tensor] = {}
-
-    def train(self, steps: int) -> float:
-        """`steps` single-path SGD steps in cfg.epochs cosine epochs; returns seconds."""
-        t0 = time.perf_counter()
-        self.model.train()
-        self.strategy.setup(self.model, self.ctx)
-        rng = random.Random(derive_seed(self.cfg.seed, "bench-paths"))  # the same paths for both supernets
-        stream = self.data.cycle("train", "bench")
-        per_epoch = max(1, steps // self.cfg.epochs)
-        for _ in range(self.cfg.epochs):
-            for _ in range(per_epoch):
-                x, t = next(stream)
-                self.strategy.train_step(self.model, x, t, rng)
-            self.strategy.sched.step()
-        self.trained = {k: v.clone() for k, v in self.model.state_dict().items()}
-        return time.perf_counter() - t0
-
-    def score(self, arch: Arch) -> float:
-        """BN recalibration + val top-1, as SPOS scores an evolution candidate."""
-        self.model.load_state_dict(self.trained)
-        return self.strategy.score(self.model, self.ctx, arch)
-
-    def score_on(self, arch: Arch, other: SearchData) -> float:
-        """BN recalibrated on this supernet's own train batches, top-1 on `other`'s val split."""
-        from dfnas.spaces.base import apply_arch
-
-        self.model.load_state_dict(self.trained)
-        apply_arch(self.model, arch)
-        sc = self.cfg.spos
-        recalibrate_bn(self.model, self.data.batches("train", "bn-recal", train_aug=False, limit=sc.bn_batches))
-        res = evaluate(self.model, other.batches("val", "score", train_aug=False, limit=sc.val_batches or None),
-                       self.cfg.kd_temperature)
-        return res["acc"] - 1e-6 * res["loss"]
 
 
 def synthetic_set(args: argparse.Namespace, work: Path) -> tuple[Path, float]:
@@ -167,16 +112,11 @@ def main() -> None:
                                    "batch_size": 32, "lr": 0.05, "seed": args.seed,
                                    "spos": {"bn_batches": 8, "val_batches": 0}})
     nets = {"real": Supernet(real, cfg), "synthetic": Supernet(syn, cfg)}
-    train_s = {k: round(n.train(args.steps), 1) for k, n in nets.items()}
+    train_s = {k: round(n.train(args.steps, args.epochs), 1) for k, n in nets.items()}
     print(f"supernets trained: {args.steps} steps each, seconds {train_s}, synthetic set {len(syn)} images "
           f"({synth_s:.0f} s to make)", file=sys.stderr)
 
-    rng = random.Random(derive_seed(args.seed, "bench-sample"))
-    archs: list[Arch] = []
-    while len(archs) < args.archs:  # distinct architectures
-        a = sample_arch(nets["real"].model, rng)
-        if a not in archs:
-            archs.append(a)
+    archs = sample_distinct(nets["real"].model, args.archs, args.seed)
     t0 = time.perf_counter()
     scores = {k: [n.score(a) for a in archs] for k, n in nets.items()}
     scores["synthetic_on_real_val"] = [nets["synthetic"].score_on(a, nets["real"].data) for a in archs]
