@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dfnas.bench.sources import noise_source
 from dfnas.config import SynthConfig
 from dfnas.data import Source, load_source
 from dfnas.losses import kd_loss
@@ -88,14 +89,6 @@ def fit(src: Source, test: Source, steps: int, seed: int, temperature: float = 3
     return (pred == test.y).float().mean().item()
 
 
-def noise_source(teacher, n: int, seed: int) -> Source:
-    gen = torch.Generator().manual_seed(seed)
-    x = (torch.rand(n, 1, 28, 28, generator=gen) * 255).round().to(torch.uint8)
-    with torch.inference_mode():
-        logits = teacher.module(teacher.spec.normalize(x.float() / 255))
-    return Source("noise", x, logits.argmax(1), teacher.spec, logits)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -151,7 +144,7 @@ def main() -> None:
                                              "teacher_agreement": [r["teacher_agreement"] for r in rep["rounds"]],
                                              "mean_max_prob": [r["mean_max_prob"] for r in rep["rounds"]]})
     n_total = results["RLC + regional (dfnas)"]["images"]
-    record("noise + teacher labels", noise_source(teacher, n_total, 0))
+    record("noise + teacher labels", noise_source(teacher, n_total // teacher.spec.num_classes, 0))
     # not the headline protocol (stored labels only): the same dfnas images with the teacher
     # queried on every augmented view, as `dfnas train --teacher` / `dfnas run` do
     record("dfnas images, online KD", load_source(str(dirs["RLC + regional (dfnas)"])), online=True)
