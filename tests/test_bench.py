@@ -199,3 +199,11 @@ def test_killed_bench_resumes_to_the_same_results(bench: tuple[Path, dict], tmp_
     assert untimed(res["searches"]) == untimed(spos_full)
     assert res["random"]["spos"]["accuracies"] == full["random"]["spos"]["accuracies"]
     assert res["ranking"]["scores"] == full["ranking"]["scores"]
+
+
+def test_shipped_bench_config_is_the_default_and_quick_wins_over_it() -> None:
+    from dfnas.config import load_yaml
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "bench.yaml"
+    assert build_config(load_yaml(path)) == build_config({})
+    assert build_config(load_yaml(path), quick=True) == build_config({}, quick=True)

@@ -1,6 +1,6 @@
 """`dfnas bench [config.yaml] [--quick] [--set key=value] [--out DIR] [--force]`.
 
-Precedence: the bench defaults < the --quick budget < the config file < --set. The config
+Precedence: the bench defaults < the config file < the --quick budget < --set. The config
 is checked completely before anything is loaded or written (errors exit with code 2).
 """
 

@@ -61,11 +61,13 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 def build_config(data: dict[str, Any] | None = None, quick: bool = False, overrides: list[str] | None = None
                  ) -> BenchConfig:
-    """Defaults < QUICK (when `quick`) < the YAML mapping < `key=value` overrides; checked."""
-    merged = to_dict(BenchConfig())
+    """Defaults < the YAML mapping < QUICK (when `quick`) < `key=value` overrides; checked.
+
+    --quick wins over the file so that `dfnas bench my.yaml --quick` is a smoke test of my.yaml.
+    """
+    merged = _merge(to_dict(BenchConfig()), data or {})
     if quick:
         merged = _merge(merged, QUICK)
-    merged = _merge(merged, data or {})
     over: dict[str, Any] = {}
     apply_overrides(over, overrides or [])
     merged = _merge(merged, over)
