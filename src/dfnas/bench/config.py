@@ -34,7 +34,7 @@ class RankingConfig:
     enabled: bool = True
     algo: str = "spos"  # which entry of the bench's searches gives the space and the supernet recipe
     archs: int = 24  # architectures ranked by both supernets (>= 20 for the headline)
-    steps: int = 1500  # single-path SGD steps of each supernet
+    steps: int = 4000  # single-path SGD steps of each supernet
     epochs: int = 5  # cosine epochs the steps are split into
 
 

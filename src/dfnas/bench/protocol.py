@@ -414,7 +414,7 @@ def _run_jobs(b: Bench) -> dict[str, Any]:
         # the same FLOPs budget as the searches: the largest architecture this algorithm found
         budget = max(s["flops"] for s in searches if s["algo"] == algo)
         key = {"z": to_dict(cfg.zeroshot), "space": to_dict(cfg.search_config(algo))["space_args"],
-               "budget": budget, "seed": cfg.seed}
+               "budget": budget, "seed": cfg.seed, "sampler": "shrink-to-budget"}
         zeroshot[algo] = b.job(f"zeroshot-{algo}", key, lambda a=algo, bd=budget: _zeroshot_job(b, a, bd))
     random_sets = {algo: _random_archs(b, algo) for algo in cfg.algos}
 

@@ -44,6 +44,14 @@ def _save(fig: Any, path: Path) -> None:
     _plt().close(fig)
 
 
+def _floor(values: list[float]) -> float:
+    """Lower y limit: below the ordinary results, ignoring collapsed ones (20+ points under the median)."""
+    import statistics
+
+    med = statistics.median(values)
+    return max(0.0, min(v for v in values if v >= med - 20) - 2)
+
+
 def plot_bars(res: dict[str, Any], path: Path) -> None:
     """Mean ± std test accuracy: one group per algorithm, one bar per data source (+ baselines)."""
     plt = _plt()
@@ -71,9 +79,14 @@ def plot_bars(res: dict[str, Any], path: Path) -> None:
         xs = [i + (j - (len(kinds) - 1) / 2) * width for i in range(len(algos))]
         label = {"zeroshot": "zero-shot proxy", "random": "random archs (mean ± spread)"}.get(kind, SOURCE_LABEL.get(kind))
         ax.bar(xs, means, width, yerr=stds, capsize=3, label=label, color=COLORS[kind])
+        floor = _floor(lows)
+        for x, m in zip(xs, means, strict=True):
+            if m < floor:  # a collapsed architecture: keep the axis readable, print its value
+                ax.annotate(f"{m:.1f}%", (x, floor), xytext=(0, 3), textcoords="offset points", ha="center",
+                            fontsize=7, rotation=90, color=COLORS[kind])
     ax.set_xticks(range(len(algos)), [f"{a}\n({res['random'][a]['space']} space)" for a in algos])
     ax.set_ylabel("real test accuracy (%)")
-    ax.set_ylim(max(0.0, min(lows) - 2), 100)
+    ax.set_ylim(_floor(lows), 100)
     ax.legend(fontsize=7, ncol=2, loc="lower right")
     ax.set_title("architectures trained from scratch on real data", fontsize=10)
     fig.tight_layout()
@@ -106,11 +119,26 @@ def plot_flops(res: dict[str, Any], path: Path) -> None:
                 if a in res["verdicts"]]
     ax.legend(handles=handles, fontsize=7, loc="lower right")
     ax.set_xscale("log")
+    from matplotlib.ticker import NullFormatter
+
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    accs = [100 * f["test_accuracy_mean"] for f in _all_finals(res)]
+    floor = _floor(accs)
+    ax.set_ylim(floor, 100)
+    low = [f for f in _all_finals(res) if 100 * f["test_accuracy_mean"] < floor]
+    if low:
+        ax.text(0.01, 0.02, f"{len(low)} collapsed architecture(s) below the axis: "
+                + ", ".join(f"{100 * f['test_accuracy_mean']:.1f}%" for f in low), transform=ax.transAxes, fontsize=7)
     ax.set_xlabel("MFLOPs (log)")
     ax.set_ylabel("real test accuracy (%)")
     ax.set_title("accuracy vs FLOPs (mean ± std over seeds)", fontsize=10)
     fig.tight_layout()
     _save(fig, path)
+
+
+def _all_finals(res: dict[str, Any]) -> list[dict[str, Any]]:
+    out = [r["final"] for r in res["searches"]] + [z["final"] for z in res["zeroshot"].values()]
+    return out + [a["final"] for r in res["random"].values() for a in r["archs"]]
 
 
 def plot_ranking(rk: dict[str, Any], path: Path) -> None:

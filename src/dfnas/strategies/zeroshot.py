@@ -41,6 +41,7 @@ from dfnas.arch import build_network, make_record
 from dfnas.errors import DfnasError
 from dfnas.profile import build_cost_tables
 from dfnas.spaces import create_space, input_shape_of, resolve_space_cfg, sample_arch, space_class
+from dfnas.spaces.base import search_space_of
 
 _RELUS = (nn.ReLU, nn.ReLU6)
 
@@ -239,6 +240,24 @@ def _finite_or_neg_inf(v: float) -> float:
     return v if math.isfinite(v) else -math.inf
 
 
+def shrink_to_budget(arch: dict[str, Any], options: dict[str, list[Any]], table: Any, max_flops: int,
+                     rng: random.Random) -> tuple[dict[str, Any], int]:
+    """Random choices set to their cheapest option, one at a time in random order, until the
+    architecture fits `max_flops` (uniform samples of a space rarely reach the small end a
+    hardware-aware search finds; this keeps the baseline under the same budget)."""
+    arch = dict(arch)
+    flops = int(round(table.cost(arch)))
+    labels = [k for k in options if not isinstance(arch[k], (list, tuple))]  # operations, not wiring
+    rng.shuffle(labels)
+    for label in labels:
+        if flops <= max_flops:
+            break
+        costs = {o: table.cost({**arch, label: o}) for o in options[label]}
+        arch[label] = min(options[label], key=lambda o: costs[o])
+        flops = int(round(costs[arch[label]]))
+    return arch, flops
+
+
 def zero_shot_search(space: str, space_cfg: dict[str, Any], *, proxy: str = "naswot", samples: int = 50,
                      max_flops: int | None = None, seed: int = 0, batch_size: int = 64,
                      progress: bool = False) -> dict[str, Any]:
@@ -266,6 +285,7 @@ def zero_shot_search(space: str, space_cfg: dict[str, Any], *, proxy: str = "nas
     flops_table, params_table = build_cost_tables(supernet, shape)
     version = space_class(space).version
 
+    options = search_space_of(supernet)
     rng = random.Random(seed)
     archs: list[tuple[dict[str, Any], int]] = []
     seen: set[str] = set()
@@ -274,12 +294,14 @@ def zero_shot_search(space: str, space_cfg: dict[str, Any], *, proxy: str = "nas
         if len(archs) == samples:
             break
         arch = sample_arch(supernet, rng)
+        flops = int(round(flops_table.cost(arch)))
+        smallest = flops if smallest is None else min(smallest, flops)
+        if max_flops is not None and flops > max_flops:
+            arch, flops = shrink_to_budget(arch, options, flops_table, max_flops, rng)
         key = json.dumps(arch, sort_keys=True)
         if key in seen:
             continue
         seen.add(key)
-        flops = int(round(flops_table.cost(arch)))
-        smallest = flops if smallest is None else min(smallest, flops)
         if max_flops is None or flops <= max_flops:
             archs.append((arch, flops))
     if not archs:
