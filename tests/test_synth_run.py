@@ -79,7 +79,15 @@ def test_user_teacher_run(tmp_path, tiny_cfg, user_teacher, kind):
     cfg = dataclasses.replace(tiny_cfg, per_class=3, batch_size=6, canvas_scale=1.25)
     rep = synthesize(t, cfg, tmp_path / "u", progress=False)
     m, data = read_dataset(tmp_path / "u")
-    assert data["images"].shape == (24, 3, 20, 20)  # canvas 1.25 x 16 px, saved whole
+    # a 20 px canvas (1.25 x 16), stored at the input size so every trainer can use it, with
+    # the teacher's logits on exactly the stored images
+    assert data["images"].shape == (24, 3, 16, 16)
+    from dfnas.data import load_source
+    from dfnas.teachers.online import OnlineTeacher
+
+    src = load_source(str(tmp_path / "u"))
+    fresh = OnlineTeacher(t)(src.normalize(src.x.float() / 255)).detach()
+    assert torch.allclose(src.logits, fresh, atol=1e-4)
     assert m["spec"]["class_names"] == ["cat", "dog", "cup", "mug"]
     assert len(rep["rounds"]) == 2 and m["teacher"]["kind"] == kind
 

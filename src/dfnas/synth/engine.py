@@ -61,7 +61,9 @@ class Inverter:
         self.cfg = cfg
         self.device = torch.device(device)
         self.scale, self.shift = spec.affine(self.device)
-        self.canvas = (round(spec.height * cfg.canvas_scale), round(spec.width * cfg.canvas_scale))
+        # the larger canvas exists for the regional windows; without them the image is the input
+        scale = cfg.canvas_scale if cfg.regional else 1.0
+        self.canvas = (round(spec.height * scale), round(spec.width * scale))
         self.flip = cfg.flip and spec.allow_flip
         with torch.no_grad():  # one call fixes the BN forward order and the running stats
             probe(torch.zeros(2, spec.channels, spec.height, spec.width, device=self.device))

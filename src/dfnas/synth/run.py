@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from dfnas import __version__
@@ -113,6 +114,9 @@ def _synthesize(teacher: Teacher, cfg: SynthConfig, out: str | Path, force: bool
 
         t0 = time.perf_counter()
         x = inverter.invert(hard, soft, gen, on_step=on_step)
+        if x.shape[-2:] != (spec.height, spec.width):  # a larger canvas is stored at the input size,
+            x = F.interpolate(x, size=(spec.height, spec.width), mode="bilinear",  # as scored for "best"
+                              align_corners=False, antialias=True)
         images = quantize(x).cpu()
         _, logits = inverter.score_stored(images.float().div(255).to(device), hard.to(device), None)
         seconds = time.perf_counter() - t0
