@@ -83,23 +83,9 @@ def resolve(cfg: RunConfig) -> RunConfig:
 def validate(cfg: RunConfig) -> None:
     """Everything checkable without loading anything heavy; one-line errors naming the key."""
     from dfnas.export import FORMATS
-    from dfnas.spaces import list_spaces, resolve_space_cfg
-    from dfnas.strategies import ALGOS, COMPATIBLE_SPACES
-    from dfnas.strategies.runner import check_config
+    from dfnas.strategies.runner import validate_search
 
-    s = cfg.search
-    if s.algo not in ALGOS:
-        raise DfnasError(f"config key 'search.algo': '{s.algo}' is not allowed; choose one of {list(ALGOS)}")
-    if s.space not in list_spaces():
-        raise DfnasError(f"config key 'search.space': '{s.space}' is not allowed; choose one of {list_spaces()}")
-    if s.space not in COMPATIBLE_SPACES[s.algo]:
-        raise DfnasError(f"config key 'search.space': algo {s.algo} cannot search space '{s.space}'; "
-                         f"choose one of {list(COMPATIBLE_SPACES[s.algo])}")
-    try:
-        resolve_space_cfg(s.space, s.space_args)
-    except DfnasError as e:
-        raise DfnasError(f"config key 'search.space_args': {e}") from e
-    check_config(s)
+    validate_search(cfg.search, "search")
     cfg.synth.validate(1)
     t = cfg.train
     if t.epochs < 1 or t.batch_size < 1 or t.lr <= 0:

@@ -78,9 +78,7 @@ def build_config(data: dict[str, Any] | None = None, quick: bool = False, overri
 
 def validate(cfg: BenchConfig) -> None:
     """Everything checkable before loading anything: one-line errors naming the key."""
-    from dfnas.spaces import resolve_space_cfg
-    from dfnas.strategies import COMPATIBLE_SPACES
-    from dfnas.strategies.runner import check_config
+    from dfnas.strategies.runner import validate_search
     from dfnas.strategies.zeroshot import PROXIES
 
     algos = ("darts", "proxyless", "spos")
@@ -95,14 +93,7 @@ def validate(cfg: BenchConfig) -> None:
         s = getattr(cfg, a)
         if s.algo != a:
             raise DfnasError(f"config key '{a}.algo' must be {a} (each section configures its own algorithm)")
-        if s.space not in COMPATIBLE_SPACES[a]:
-            raise DfnasError(f"config key '{a}.space': {a} cannot search '{s.space}'; choose one of "
-                             f"{list(COMPATIBLE_SPACES[a])}")
-        try:
-            resolve_space_cfg(s.space, s.space_args)
-        except DfnasError as e:
-            raise DfnasError(f"config key '{a}.space_args': {e}") from e
-        check_config(s)
+        validate_search(s, a)
     cfg.synth.validate(1)
     if cfg.ranking.algo not in algos:
         raise DfnasError(f"config key 'ranking.algo': choose one of {list(algos)}")

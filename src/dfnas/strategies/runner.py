@@ -60,6 +60,25 @@ def check_config(cfg: SearchConfig) -> None:
         raise DfnasError(f"--device {cfg.device}: CUDA is not available on this machine; use --device cpu")
 
 
+def validate_search(cfg: SearchConfig, key: str = "search") -> None:
+    """One search section checked before any work; errors name the config key (`key`.field)."""
+    from dfnas.spaces import list_spaces, resolve_space_cfg
+    from dfnas.strategies import ALGOS
+
+    if cfg.algo not in ALGOS:
+        raise DfnasError(f"config key '{key}.algo': '{cfg.algo}' is not allowed; choose one of {list(ALGOS)}")
+    if cfg.space not in list_spaces():
+        raise DfnasError(f"config key '{key}.space': '{cfg.space}' is not allowed; choose one of {list_spaces()}")
+    if cfg.space not in COMPATIBLE_SPACES[cfg.algo]:
+        raise DfnasError(f"config key '{key}.space': algo {cfg.algo} cannot search space '{cfg.space}'; "
+                         f"choose one of {list(COMPATIBLE_SPACES[cfg.algo])}")
+    try:
+        resolve_space_cfg(cfg.space, cfg.space_args)
+    except DfnasError as e:
+        raise DfnasError(f"config key '{key}.space_args': {e}") from e
+    check_config(cfg)
+
+
 def build_supernet(cfg: SearchConfig, source: Source) -> tuple[nn.Module, dict[str, Any]]:
     """The space sized for the data: classes, channels and image size come from the spec."""
     from dfnas.spaces import create_space, list_spaces, resolve_space_cfg
