@@ -60,6 +60,18 @@ def atomic_save(path: Path | str, save: Callable[[str], None]) -> None:
     _atomic(path, save)
 
 
+def read_json(path: Path | str) -> Any | None:
+    """One of our own JSON records, or None when it is missing or unreadable (e.g. a foreign
+    or damaged file): callers then treat the folder as not theirs, never crash on it."""
+    p = Path(path)
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
 def clean_temp_files(folder: Path | str) -> None:
     """Remove temp files a killed run may have left behind."""
     for p in Path(folder).rglob(".*.tmp"):

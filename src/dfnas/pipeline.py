@@ -36,7 +36,7 @@ import torch
 from dfnas import __version__
 from dfnas.config import RunConfig, TrainConfig, dump_yaml, from_dict, to_dict
 from dfnas.errors import DfnasError
-from dfnas.io import atomic_write_json, atomic_write_text
+from dfnas.io import atomic_write_json, atomic_write_text, read_json
 
 STAGES = ("teacher", "synth", "search", "train", "export")
 STAGE_DIRS = ("synth", "search", "train", "export")
@@ -142,14 +142,8 @@ def prepare_folder(out: Path, fps: dict[str, str], cfg: RunConfig, force: bool) 
         raise DfnasError(f"--out {out} is a file; pass a folder")
     reset: list[str] = []
     if out.is_dir() and any(out.iterdir()):
-        run = out / "run.json"
-        prev: dict[str, Any] | None = None
-        if run.is_file():
-            try:
-                prev = json.loads(run.read_text())
-            except json.JSONDecodeError:
-                prev = None
-        if prev is None:
+        prev = read_json(out / "run.json")
+        if not isinstance(prev, dict):
             if not force:
                 raise DfnasError(f"--out {out} holds files that are not a dfnas run; choose a new folder or pass --force")
             reset = list(STAGES)
@@ -171,14 +165,8 @@ def prepare_folder(out: Path, fps: dict[str, str], cfg: RunConfig, force: bool) 
 
 def read_marker(out: Path, stage: str, fp: str) -> dict[str, Any] | None:
     """The stage's done marker when it belongs to this fingerprint, else None."""
-    p = out / "stages" / f"{stage}.json"
-    if not p.is_file():
-        return None
-    try:
-        m = json.loads(p.read_text())
-    except json.JSONDecodeError:
-        return None
-    return m if m.get("fingerprint") == fp else None
+    m = read_json(out / "stages" / f"{stage}.json")
+    return m if isinstance(m, dict) and m.get("fingerprint") == fp else None
 
 
 # ----------------------------------------------------------------------------- stages

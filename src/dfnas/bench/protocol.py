@@ -39,7 +39,7 @@ from dfnas.bench.config import QUICK, SOURCES, BenchConfig
 from dfnas.config import apply_overrides, dump_yaml, from_dict, to_dict
 from dfnas.data import Source, load_source
 from dfnas.errors import DfnasError
-from dfnas.io import atomic_write_json, atomic_write_text, derive_seed
+from dfnas.io import atomic_write_json, atomic_write_text, derive_seed, read_json
 
 # settings that change how fast the bench runs, not what it measures
 _EXECUTION_KEYS = ("threads", "out")
@@ -154,11 +154,8 @@ class Bench:
         k = _hash(key)
         path = self.out / "jobs" / f"{name}.json"
         if path.is_file():
-            try:
-                rec = json.loads(path.read_text())
-            except json.JSONDecodeError:
-                rec = {}
-            if rec.get("key") == k:
+            rec = read_json(path)
+            if isinstance(rec, dict) and rec.get("key") == k:
                 self.done[name] = rec["result"]
                 return rec["result"]
             path.unlink()
@@ -258,11 +255,9 @@ def _random_archs(b: Bench, algo: str) -> list[dict[str, Any]]:
 
 def _fitted_space_cfg(b: Bench, space: str, args: dict[str, Any]) -> dict[str, Any]:
     from dfnas.spaces import resolve_space_cfg
+    from dfnas.strategies.runner import fit_args
 
-    sp = b.teacher.spec
-    fit = {"num_classes": sp.num_classes, "in_channels": sp.channels,
-           "image_size": sp.height if sp.height == sp.width else [sp.height, sp.width]}
-    return resolve_space_cfg(space, {**args, **fit})
+    return resolve_space_cfg(space, {**args, **fit_args(b.teacher.spec)})
 
 
 def _zeroshot_job(b: Bench, algo: str, budget: int | None) -> dict[str, Any]:
@@ -329,12 +324,8 @@ def prepare_folder(out: Path, cfg: BenchConfig, force: bool) -> None:
         raise DfnasError(f"--out {out} is a file; pass a folder")
     meta = out / "bench.json"
     if out.is_dir() and any(out.iterdir()):
-        prev = None
-        if meta.is_file():
-            try:
-                prev = json.loads(meta.read_text())
-            except json.JSONDecodeError:
-                prev = None
+        prev = read_json(meta)
+        prev = prev if isinstance(prev, dict) else None
         if prev is None and not force:
             raise DfnasError(f"--out {out} holds files that are not a dfnas bench; choose a new folder or pass --force")
         if prev is not None and prev.get("config") != measured_part(cfg) and not force:

@@ -35,6 +35,7 @@ from dfnas.io import (
     atomic_write_text,
     clean_temp_files,
     derive_seed,
+    read_json,
 )
 from dfnas.spaces.base import fix, validate_arch
 from dfnas.strategies import COMPATIBLE_SPACES, SearchResult, create_strategy
@@ -79,6 +80,12 @@ def validate_search(cfg: SearchConfig, key: str = "search") -> None:
     check_config(cfg)
 
 
+def fit_args(spec: Any) -> dict[str, Any]:
+    """The space sizes an input spec fixes: classes, channels, image size."""
+    return {"num_classes": spec.num_classes, "in_channels": spec.channels,
+            "image_size": spec.height if spec.height == spec.width else [spec.height, spec.width]}
+
+
 def build_supernet(cfg: SearchConfig, source: Source) -> tuple[nn.Module, dict[str, Any]]:
     """The space sized for the data: classes, channels and image size come from the spec."""
     from dfnas.spaces import create_space, list_spaces, resolve_space_cfg
@@ -88,9 +95,7 @@ def build_supernet(cfg: SearchConfig, source: Source) -> tuple[nn.Module, dict[s
     if cfg.space not in COMPATIBLE_SPACES.get(cfg.algo, ()):
         raise DfnasError(f"--algo {cfg.algo} cannot search --space {cfg.space}; "
                          f"it supports {list(COMPATIBLE_SPACES.get(cfg.algo, ()))}")
-    s = source.spec
-    fit = {"num_classes": s.num_classes, "in_channels": s.channels,
-           "image_size": s.height if s.height == s.width else [s.height, s.width]}
+    fit = fit_args(source.spec)
     for k, v in fit.items():
         given = cfg.space_args.get(k)
         if given is not None and given != v and not (isinstance(given, (list, tuple)) and list(given) == v):
@@ -108,11 +113,7 @@ def prepare_out(out: Path, identity: dict[str, Any], force: bool) -> None:
     if out.is_dir():
         other = None
         if run.is_file():
-            try:
-                prev = json.loads(run.read_text())
-            except json.JSONDecodeError:
-                prev = None
-            if prev != identity:
+            if read_json(run) != identity:
                 other = "another search (different config, data or version)"
         elif (out / "config.yaml").is_file() or (out / "manifest.json").is_file():
             other = "another run's files"
