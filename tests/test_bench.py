@@ -207,3 +207,15 @@ def test_shipped_bench_config_is_the_default_and_quick_wins_over_it() -> None:
     path = Path(__file__).resolve().parents[1] / "configs" / "bench.yaml"
     assert build_config(load_yaml(path)) == build_config({})
     assert build_config(load_yaml(path), quick=True) == build_config({}, quick=True)
+
+
+def test_ranking_supernet_learns_from_the_online_teacher_when_asked() -> None:
+    """search_online_teacher also reaches the ranking check's synthetic supernet."""
+    from dfnas.bench.ranking import Supernet
+
+    t = load_teacher("mnist-cnn")
+    src = noise_source(t, 4, seed=0)
+    cfg = quick().search_config("spos")
+    online = Supernet(src, cfg, OnlineTeacher(t, src.spec))
+    stored = Supernet(src, cfg)
+    assert (online.data.loss_kind, stored.data.loss_kind) == ("kd-online", "kd-stored")

@@ -305,11 +305,13 @@ def _final_job(b: Bench, name: str, arch: dict[str, Any]) -> dict[str, Any]:
 
 def _ranking_job(b: Bench, first: list[dict[str, Any]]) -> dict[str, Any]:
     from dfnas.bench.ranking import ranking_check
+    from dfnas.teachers.online import OnlineTeacher
 
     r = b.cfg.ranking
     s = b.cfg.search_config(r.algo)
+    online = OnlineTeacher(b.teacher, b.source("synthetic").spec) if b.cfg.search_online_teacher else None
     res = ranking_check(b.source("real"), b.source("synthetic"), s, r.archs, r.steps, r.epochs,
-                        first=[a["choices"] for a in first])
+                        first=[a["choices"] for a in first], teacher=online)
     return {**res, "tau_synthetic_vs_real": _finite(res["tau_synthetic_vs_real"]),
             "tau_synthetic_weights_real_val_vs_real": _finite(res["tau_synthetic_weights_real_val_vs_real"]),
             "algo": r.algo}
@@ -416,7 +418,8 @@ def _run_jobs(b: Bench) -> dict[str, Any]:
         r_algo = cfg.ranking.algo if cfg.ranking.algo in random_sets else cfg.algos[-1]
         key = {"r": to_dict(cfg.ranking), "search": to_dict(cfg.search_config(r_algo)),
                "real": b.source("real").identity, "syn": b.source("synthetic").identity,
-               "first": [a["choices"] for a in random_sets[r_algo]]}
+               "first": [a["choices"] for a in random_sets[r_algo]],
+               **({"online": True} if cfg.search_online_teacher else {})}  # keeps earlier offline keys
         ranking = b.job("ranking", key, lambda: _ranking_job(b, random_sets[r_algo]))
         ranking["scratch"] = [finals[f"random-{r_algo}-{i}"]["test_accuracy_mean"] for i in range(len(random_sets[r_algo]))]
         k = len(ranking["scratch"])

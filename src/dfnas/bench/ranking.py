@@ -36,11 +36,12 @@ def tau(a: Sequence[float], b: Sequence[float]) -> float:
 class Supernet:
     """One single-path supernet trained on one source, scored with the SPOS strategy's functions."""
 
-    def __init__(self, source: Source, cfg: SearchConfig) -> None:
+    def __init__(self, source: Source, cfg: SearchConfig, teacher: torch.nn.Module | None = None) -> None:
+        """`teacher`: an online teacher (KD to its logits on every augmented view, as `dfnas search --teacher`)."""
         # the supernet recipe of `cfg` trained single-path (SPOS works in every space)
         self.cfg = dataclasses.replace(cfg, algo="spos")
         self.model, self.space_cfg = build_supernet(self.cfg, source)  # same seed -> same initial weights
-        self.data = SearchData(source, self.cfg)
+        self.data = SearchData(source, self.cfg, teacher=teacher)
         self.ctx = SearchContext(self.cfg, self.data, progress=False)
         self.strategy = SposStrategy(self.cfg)
         self.trained: dict[str, torch.Tensor] = {}
@@ -94,9 +95,12 @@ def sample_distinct(model: torch.nn.Module, n: int, seed: int, first: Sequence[A
 
 
 def ranking_check(real: Source, synthetic: Source, cfg: SearchConfig, archs_n: int, steps: int, epochs: int,
-                  first: Sequence[Arch] = ()) -> dict[str, Any]:
-    """Train both supernets, score the same architectures with each; taus and raw scores."""
-    nets = {"real": Supernet(real, cfg), "synthetic": Supernet(synthetic, cfg)}
+                  first: Sequence[Arch] = (), teacher: torch.nn.Module | None = None) -> dict[str, Any]:
+    """Train both supernets, score the same architectures with each; taus and raw scores.
+
+    `teacher` (an OnlineTeacher): the synthetic supernet learns from the teacher's logits on
+    each augmented view instead of the stored ones (the real supernet always uses labels)."""
+    nets = {"real": Supernet(real, cfg), "synthetic": Supernet(synthetic, cfg, teacher)}
     seconds = {k: round(n.train(steps, epochs), 1) for k, n in nets.items()}
     archs = sample_distinct(nets["real"].model, archs_n, cfg.seed, first)
     t0 = time.perf_counter()
