@@ -133,13 +133,12 @@ def measured_part(cfg: BenchConfig) -> dict[str, Any]:
 
 @dataclasses.dataclass
 class Bench:
-    """One bench folder: config, teacher, sources, and the job records done so far."""
+    """One bench folder: config, teacher and the data sources its jobs share."""
 
     cfg: BenchConfig
     out: Path
     progress: bool = True
     force: bool = False
-    done: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     teacher: Any = None
     _sources: dict[str, Source] = dataclasses.field(default_factory=dict)
 
@@ -156,7 +155,6 @@ class Bench:
         if path.is_file():
             rec = read_json(path)
             if isinstance(rec, dict) and rec.get("key") == k:
-                self.done[name] = rec["result"]
                 return rec["result"]
             path.unlink()
             if folder is not None and folder.exists():
@@ -167,7 +165,6 @@ class Bench:
         rec = {"job": name, "key": k, "seconds": round(time.perf_counter() - t0, 2),
                "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "result": result}
         atomic_write_json(path, rec)
-        self.done[name] = result
         return result
 
     # -- data
