@@ -169,15 +169,15 @@ class Bench:
 
     # -- data
     def source(self, name: str) -> Source:
-        from dfnas.bench.sources import noise_source, synthetic_source
+        from dfnas.bench.sources import noise_source, per_class_subset, synthetic_source
 
         if name not in self._sources:
-            if name == "real":
-                self._sources[name] = load_source(self.cfg.train_data, None if self.cfg.train_data == "mnist"
-                                                  else self.teacher.spec, "train")
-            elif name == "test":
-                self._sources[name] = load_source(self.cfg.test_data, None if self.cfg.test_data == "mnist"
-                                                  else self.teacher.spec, "test")
+            if name in ("real", "test"):
+                ref = self.cfg.train_data if name == "real" else self.cfg.test_data
+                split = "train" if name == "real" else "test"
+                self._sources[name] = load_source(ref, None if ref == "mnist" else self.teacher.spec, split)
+            elif name == "final":  # the real train subset every architecture is trained on
+                self._sources[name] = per_class_subset(self.source("real"), self.cfg.final_per_class)
             elif name in ("synthetic", "plain"):
                 self._sources[name] = synthetic_source(self.out / "data" / name, name)
             elif name == "noise":
@@ -186,11 +186,6 @@ class Bench:
             else:
                 raise KeyError(name)
         return self._sources[name]
-
-    def final_train_source(self) -> Source:
-        from dfnas.bench.sources import per_class_subset
-
-        return per_class_subset(self.source("real"), self.cfg.final_per_class)
 
 
 def _teacher_job(b: Bench) -> dict[str, Any]:
@@ -262,8 +257,10 @@ def _zeroshot_job(b: Bench, algo: str, budget: int | None) -> dict[str, Any]:
 
     s = b.cfg.search_config(algo)
     z = b.cfg.zeroshot
+    space_cfg = _fitted_space_cfg(b, s.space, s.space_args)
+
     def run(limit: int | None) -> dict[str, Any]:
-        return zero_shot_search(s.space, _fitted_space_cfg(b, s.space, s.space_args), proxy=z.proxy,
+        return zero_shot_search(s.space, space_cfg, proxy=z.proxy,
                                 samples=z.samples, max_flops=limit, seed=derive_seed(b.cfg.seed, "zeroshot", algo),
                                 batch_size=z.batch_size, progress=b.progress)
 
@@ -273,7 +270,7 @@ def _zeroshot_job(b: Bench, algo: str, budget: int | None) -> dict[str, Any]:
     except DfnasError:  # no uniform sample is as small as the searches' architectures: say so, go unconstrained
         res, relaxed = run(None), True
     top = res["candidates"][:5]
-    return {"space": s.space, "space_cfg": _fitted_space_cfg(b, s.space, s.space_args), "choices": res["arch"],
+    return {"space": s.space, "space_cfg": space_cfg, "choices": res["arch"],
             "proxy": res["proxy"], "score": _finite(res["score"]), "flops": res["flops"], "params": res["params"],
             "max_flops": budget, "budget_relaxed": relaxed, "samples": res["samples"], "seconds": res["seconds"],
             "top5": [{"choices": c["arch"], "score": _finite(c["score"]), "flops": c["flops"]} for c in top]}
@@ -289,9 +286,8 @@ def _final_job(b: Bench, name: str, arch: dict[str, Any]) -> dict[str, Any]:
     from dfnas.train import train_arch
 
     rec = make_record(arch["space"], space_class(arch["space"]).version, arch["space_cfg"], arch["choices"], {})
-    cfg = dataclasses.replace(b.cfg.final)
-    m = train_arch(rec, b.final_train_source(), b.source("test"), seeds=b.cfg.seeds, out=b.out / "final" / name,
-                   cfg=cfg, progress=False)  # dozens of short trainings: one summary line each
+    m = train_arch(rec, b.source("final"), b.source("test"), seeds=b.cfg.seeds, out=b.out / "final" / name,
+                   cfg=b.cfg.final, progress=False)  # dozens of short trainings: one summary line each
     assert m is not None
     b.say(f"  {name}: {100 * m['test_accuracy_mean']:.2f}% ± {100 * (m['test_accuracy_std'] or 0):.2f} "
           f"({len(b.cfg.seeds)} seeds, {m['wall_seconds']:.0f} s)")
