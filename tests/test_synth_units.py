@@ -137,7 +137,23 @@ def test_probe_hooks_record_only_their_own_calls():
     assert idle._stats == [] and idle._features is None and active._stats == []
     active.close()
     idle.close()
-    assert not net[1]._forward_hooks
+    assert not net[1]._forward_hooks and "forward" not in net[1].__dict__
+
+
+def test_fused_eval_bn_matches_module_and_has_exact_gradient():
+    """The probe's fused BN: same output as the module, gradcheck-exact for output and stats."""
+    from dfnas.synth.bn_hooks import _EvalBNWithStats
+
+    net = _net().double()
+    x = torch.randn(4, 2, 5, 5, dtype=torch.float64)
+    want = net(x)
+    with FeatureProbe(net) as probe:
+        got, _ = probe(x)
+    assert torch.allclose(got, want, atol=1e-6)
+    xs = torch.randn(3, 4, 5, 2, dtype=torch.float64, requires_grad=True)
+    scale, shift = torch.rand(4, dtype=torch.float64) + 0.5, torch.randn(4, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda t: _EvalBNWithStats.apply(t, scale, shift), (xs,))
+    assert torch.autograd.gradcheck(lambda t: _EvalBNWithStats.apply(t, scale, shift)[0].sin().sum(), (xs,))
 
 
 def test_batch_stats_gradient_matches_autograd_var_mean():

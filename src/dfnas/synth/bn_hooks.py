@@ -5,7 +5,10 @@ batch mean/variance of its input (differentiable, so the BN-statistics loss can 
 backpropagated into the image), the running statistics they are compared with, and the
 penultimate features (input of the last linear layer) used by the diversity report.
 
-Eager modules use forward hooks. TorchScript modules accept no hooks, so the inlined forward
+Eager modules: while the probe runs, each eval-mode BatchNorm is computed by one fused
+autograd function that also returns the batch statistics of its input, so the BN-statistics
+loss adds no separate backward pass (the instance's `forward` is overridden, and restored by
+`close()`). TorchScript modules accept neither, so the inlined forward
 graph is rewritten to also return the input of every `aten::batch_norm` node (and of the
 last `aten::linear`), then compiled as a function taking the module as `self`.
 """
@@ -49,6 +52,36 @@ class _BatchStats(torch.autograd.Function):
         b = (2.0 / n) * g_var
         a = g_mean / n - b * mean
         return (x * b.view(shape)).add_(a.view(shape))  # measured faster than addcmul on CPU
+
+
+class _EvalBNWithStats(torch.autograd.Function):
+    """Eval-mode BatchNorm (a per-channel affine map) that also returns its input's batch
+    mean and variance. The backward sums both paths in two passes,
+    dL/dx = g_y * scale + (2 g_var / n) (x - mean) + g_mean / n,
+    where separate ops took five (BN backward, the stats backward and autograd's sum)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor):  # type: ignore[override]
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        y = (x * scale.to(x.dtype).view(shape)).add_(shift.to(x.dtype).view(shape))
+        mean, var = _moments(x.to(torch.promote_types(x.dtype, torch.float32)))  # bf16 -> float32
+        ctx.save_for_backward(x, mean, scale)
+        return y, mean, var
+
+    @staticmethod
+    def backward(ctx, g_y: torch.Tensor, g_mean: torch.Tensor | None, g_var: torch.Tensor | None):  # type: ignore[override]
+        x, mean, scale = ctx.saved_tensors
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        s = scale.to(g_y.dtype).view(shape)
+        if g_mean is None and g_var is None:
+            return g_y * s, None, None
+        n = x.numel() // x.shape[1]
+        g_mean = torch.zeros_like(mean) if g_mean is None else g_mean
+        g_var = torch.zeros_like(mean) if g_var is None else g_var
+        b = (2.0 / n) * g_var
+        a = g_mean / n - b * mean
+        gx = torch.addcmul(a.to(x.dtype).view(shape), x, b.to(x.dtype).view(shape))
+        return gx.addcmul_(g_y, s), None, None
 
 
 def _moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,21 +131,38 @@ class FeatureProbe:
         self._stats: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._features: torch.Tensor | None = None
         self._handles = []
+        self._prev_forward: list = []
         for i, bn in enumerate(self._bns):
-            self._handles.append(bn.register_forward_hook(self._bn_hook(i)))
+            bn.forward = self._bn_forward(i, bn)  # instance attribute; deleted by close()
         if linears:
             self._handles.append(linears[-1].register_forward_hook(self._feat_hook))
         self._running_order: list[int] | None = None
         self._active = False  # hooks record only during this probe's own calls
 
-    def _bn_hook(self, i: int):
-        def hook(_m: nn.Module, inp: tuple[torch.Tensor, ...], _out: torch.Tensor) -> None:
-            if not self._active:
-                return
-            self._order.append(i)
-            self._stats.append(_batch_stats(inp[0]))
+    def _bn_forward(self, i: int, bn: nn.Module):
+        prev = bn.__dict__.get("forward")  # another open probe's override: chained, restored by close()
+        self._prev_forward.append(prev)
 
-        return hook
+        def base(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+            return prev(x) if prev is not None else type(m).forward(m, x)
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            if not self._active:
+                return base(bn, x)
+            self._order.append(i)
+            if bn.training or bn.running_mean is None:  # batch-statistics mode: keep its own math
+                self._stats.append(_batch_stats(x))
+                return base(bn, x)
+            with torch.no_grad():
+                scale = torch.rsqrt(bn.running_var.float() + bn.eps)
+                shift = -bn.running_mean.float() * scale
+                if bn.weight is not None:
+                    scale, shift = scale * bn.weight.float(), shift * bn.weight.float() + bn.bias.float()
+            y, mean, var = _EvalBNWithStats.apply(x, scale, shift)
+            self._stats.append((mean, var))
+            return y
+
+        return forward
 
     def _feat_hook(self, _m: nn.Module, inp: tuple[torch.Tensor, ...], _out: torch.Tensor) -> None:
         if self._active:
@@ -177,6 +227,12 @@ class FeatureProbe:
         for h in getattr(self, "_handles", []):
             h.remove()
         self._handles = []
+        for bn, prev in zip(getattr(self, "_bns", []), getattr(self, "_prev_forward", []), strict=True):
+            if prev is None:
+                bn.__dict__.pop("forward", None)
+            else:
+                bn.forward = prev
+        self._prev_forward = []
 
     def __enter__(self) -> FeatureProbe:
         return self
