@@ -1,6 +1,6 @@
 """Data-free distillation quality of `dfnas synth` on the bundled MNIST teacher.
 
-    python benchmarks/synth_quality.py                 # full protocol (~10 min on 2 idle cores)
+    python benchmarks/synth_quality.py                 # full protocol (~14 min on 2 idle cores)
     python benchmarks/synth_quality.py --quick         # small smoke version (~2 min)
 
 A fixed small student is trained only on a synthetic set (KD to the stored soft labels,
@@ -8,9 +8,10 @@ T = 3) and tested on the real MNIST test split. References measured in the same 
 same student trained on the real labelled train split (cross-entropy), and on uniform-noise
 images labelled by the teacher. Rows: plain inversion (1 round, no regional update), +RLC,
 +regional, both (the full method), and, outside the headline protocol, the full method's
-images distilled with the teacher queried online on each augmented view. Every row gets the same number of images and every student the same
-number of SGD steps; the student is trained with seeds 0,1,2 (mean ± std); each set is
-synthesized once with seed 0.
+images distilled with the teacher queried online on each augmented view. Every synthetic row
+has 200 images per class (RLC rows 66 per round x 3 = 198), half the real reference's 4,000
+labelled images; every student gets the same number of SGD steps, with seeds 0,1,2 (mean ±
+std); each set is synthesized once with seed 0.
 Last line: JSON {metric, value, reference, ratio} with value = full-method accuracy,
 reference = real-data accuracy (target ratio >= 0.97).
 """
@@ -101,7 +102,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="synth override for every row, key=value")
     args = ap.parse_args()
     rounds = args.rounds or (2 if args.quick else 3)
-    per_class_total = args.images_per_class or (20 if args.quick else 60)
+    per_class_total = args.images_per_class or (20 if args.quick else 200)
     steps = args.steps or (60 if args.quick else 150)
     student_steps = args.student_steps or (150 if args.quick else 1000)
     seeds = [int(s) for s in args.seeds.split(",")]
