@@ -146,6 +146,7 @@ def test_quick_bench_outputs_are_consistent(bench: tuple[Path, dict]) -> None:
     assert len(rk["archs"]) == cfg["ranking"]["archs"] and len(rk["scores"]["real"]) == len(rk["archs"])
     first = [a["choices"] for a in res["random"][cfg["ranking"]["algo"]]["archs"]]
     assert rk["archs"][:len(first)] == first  # the from-scratch subset is ranked too
+    assert len(rk["scores"]["real_reseeded"]) == len(rk["archs"]) and "tau_real_vs_real_reseeded" in rk
     assert "Kendall tau" in (out / "report.md").read_text()
     noise = res["data"]["noise"]
     assert sum(noise["per_class"]) == noise["images"] == len(load_source(str(out / "data" / "synthetic")))
@@ -179,12 +180,12 @@ def test_other_config_refused_unless_force(bench: tuple[Path, dict], tmp_path: P
 def test_killed_bench_resumes_to_the_same_results(bench: tuple[Path, dict], tmp_path: Path) -> None:
     """A bench of one algorithm, killed mid-way and rerun, gives that algorithm's rows of the full bench."""
     _, full = bench
-    out = tmp_path / "spos"
+    out = tmp_path / "darts"
     cmd = [sys.executable, "-m", "dfnas.cli", "bench", "--quick", "--quiet", "--out", str(out),
-           "--set", "threads=1", "--set", "algos=[spos]"]
+           "--set", "threads=1", "--set", "algos=[darts]"]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    marker = out / "jobs" / "search-spos-plain.json"
+    marker = out / "jobs" / "search-darts-plain.json"
     deadline = time.time() + 120
     while not marker.is_file() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
@@ -195,9 +196,9 @@ def test_killed_bench_resumes_to_the_same_results(bench: tuple[Path, dict], tmp_
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     res = json.loads((out / "results.json").read_text())
-    spos_full = [r for r in full["searches"] if r["algo"] == "spos"]
-    assert untimed(res["searches"]) == untimed(spos_full)
-    assert res["random"]["spos"]["accuracies"] == full["random"]["spos"]["accuracies"]
+    darts_full = [r for r in full["searches"] if r["algo"] == "darts"]
+    assert untimed(res["searches"]) == untimed(darts_full)
+    assert res["random"]["darts"]["accuracies"] == full["random"]["darts"]["accuracies"]
     assert res["ranking"]["scores"] == full["ranking"]["scores"]
 
 

@@ -220,3 +220,17 @@ def test_teacher_that_does_not_fit_the_data_exit_2(tmp_path, capsys, user_teache
     assert len(err) == 5 and all(line.startswith("dfnas: error:") for line in err)
     assert "teacher" in err[0] and not (out / "checkpoint.pt").exists()
     assert "takes 1x28x28 images" in err[3] and "4 classes" in err[4]
+
+
+def test_zero_limit_scores_the_whole_val_split_despite_the_epoch_cap() -> None:
+    """`val_batches: 0` means the whole val split, also when max_steps_per_epoch caps training epochs."""
+    from dfnas.config import SearchConfig
+    from dfnas.strategies.common import SearchData
+
+    src = _mnist_subset(synthetic=False)
+    data = SearchData(src, SearchConfig(batch_size=4, seed=0, max_steps_per_epoch=1))
+    whole = len(data.x["val"]) // data.batch_size
+    assert whole > 2
+    assert len(list(data.batches("val", "k", train_aug=False))) == 1  # one (capped) epoch
+    assert len(list(data.batches("val", "k", train_aug=False, limit=0))) == whole
+    assert len(list(data.batches("val", "k", train_aug=False, limit=2))) == 2

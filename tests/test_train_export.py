@@ -20,7 +20,7 @@ from dfnas.export import export_model
 from dfnas.losses import kd_loss
 from dfnas.spaces import create_space, sample_arch
 from dfnas.teachers.spec import InputSpec
-from dfnas.train import train_arch
+from dfnas.train import lr_factor, train_arch
 
 CFG = {"channels": 4}
 
@@ -148,3 +148,17 @@ def test_cli_train_and_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert rc == 2
     rc = main(["train", "--arch", str(tmp_path / "arch.json"), "--data", "mnist", "--set", "epoch=3", "--out", str(out)])
     assert rc == 2
+
+
+def test_lr_warmup_then_cosine_to_the_floor():
+    f = [lr_factor(s, 100, 10, 0.02) for s in range(101)]
+    assert f[0] == pytest.approx(0.01) and f[10] == pytest.approx(1.0) and f[100] == pytest.approx(0.02)
+    assert all(a < b for a, b in zip(f[:11], f[1:11], strict=False))  # rises through the warm-up
+    assert all(a >= b for a, b in zip(f[10:], f[11:], strict=False))  # then only decays
+    plain = [lr_factor(s, 100, 0, 0.0) for s in (0, 50, 100)]
+    assert plain == pytest.approx([1.0, 0.5, 0.0])
+
+
+def test_warmup_longer_than_training_is_refused():
+    with pytest.raises(DfnasError, match="warmup_epochs"):
+        TrainConfig(epochs=5, warmup_epochs=5).validate()

@@ -327,6 +327,7 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 0.05
     lr_min: float = 0.0
+    warmup_epochs: float = 0.0  # linear warm-up from lr/100, then cosine (steadies tiny nets' first steps)
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
@@ -336,6 +337,14 @@ class TrainConfig:
     kd_temperature: float = 3.0  # synthetic data / online teacher: KD at this T
     eval_batch_size: int = 500
     device: str = "cpu"
+
+    def validate(self, prefix: str = "train") -> None:
+        """One-line errors naming the key, before any training starts."""
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise DfnasError(f"config keys '{prefix}.epochs', '{prefix}.batch_size' must be >= 1 and '{prefix}.lr' > 0")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise DfnasError(f"config key '{prefix}.warmup_epochs' must be in [0, epochs={self.epochs}); "
+                             f"got {self.warmup_epochs}")
 
 
 # ----------------------------------------------------------------------------- dfnas run

@@ -45,11 +45,11 @@ STAGE_DIRS = ("synth", "search", "train", "export")
 # Sized to finish in <= 10 minutes on 2 CPU cores (measured, see the README).
 DEMO: dict[str, Any] = {
     "teacher": {"ref": "mnist-cnn"},
-    "synth": {"per_class": 20, "rounds": 3, "batch_size": 100, "steps": 200},
+    "synth": {"per_class": 50, "rounds": 3, "batch_size": 100, "steps": 200},
     "search": {"algo": "spos", "space": "spos", "epochs": 10, "batch_size": 64, "val_fraction": 0.3,
                "spos": {"flops_limit": 1.5, "population": 16, "generations": 4, "topk": 4,
                         "mutation": 6, "crossover": 6, "val_batches": 0}},
-    "train": {"epochs": 50, "batch_size": 32, "seeds": [0], "online_teacher": True},
+    "train": {"epochs": 30, "batch_size": 32, "seeds": [0], "online_teacher": True},
     "export": {"formats": ["torchscript", "onnx"]},
     "out": "runs/demo",
 }
@@ -88,8 +88,7 @@ def validate(cfg: RunConfig) -> None:
     validate_search(cfg.search, "search")
     cfg.synth.validate(1)
     t = cfg.train
-    if t.epochs < 1 or t.batch_size < 1 or t.lr <= 0:
-        raise DfnasError("config keys 'train.epochs', 'train.batch_size' must be >= 1 and 'train.lr' > 0")
+    t.validate("train")
     if not t.seeds or len(set(t.seeds)) != len(t.seeds):
         raise DfnasError(f"config key 'train.seeds': give distinct integers, e.g. [0, 1, 2]; got {t.seeds}")
     bad = [f for f in cfg.export.formats if f not in FORMATS]

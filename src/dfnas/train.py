@@ -66,6 +66,15 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(statistics.fmean(values)), float(statistics.stdev(values)) if len(values) > 1 else 0.0
 
 
+def lr_factor(step: int, total: int, warmup: int, floor: float) -> float:
+    """Multiplier of the base lr: linear warm-up from 1/100 over `warmup` steps, then cosine
+    from 1 down to `floor` at `total`."""
+    if step < warmup:
+        return 0.01 + 0.99 * step / warmup
+    span = max(total - warmup, 1)
+    return floor + 0.5 * (1 - floor) * (1 + math.cos(math.pi * min(step - warmup, span) / span))
+
+
 def _train_one_seed(record: ArchRecord, source: Source, test_source: Source | None, cfg: TrainConfig,
                     seed: int, seed_dir: Path, teacher: nn.Module | None, run_key: dict[str, Any],
                     progress: bool, max_epochs_this_call: int | None) -> dict[str, Any] | None:
@@ -79,8 +88,8 @@ def _train_one_seed(record: ArchRecord, source: Source, test_source: Source | No
     bs = min(cfg.batch_size, n)
     steps_per_epoch = max(1, n // bs)
     total = cfg.epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * min(s, total) / total))) / cfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, round(cfg.warmup_epochs * steps_per_epoch),
+                                                                    cfg.lr_min / cfg.lr))
     gen = torch.Generator().manual_seed(derive_seed(seed, "batches"))
     shift = cfg.max_shift if cfg.max_shift is not None else source.spec.height // 14
     flip = cfg.flip and source.spec.allow_flip
@@ -181,8 +190,7 @@ def train_arch(record: ArchRecord | str | Path, source: Source, test_source: Sou
     cfg = cfg or TrainConfig()
     if epochs is not None:
         cfg.epochs = epochs
-    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
-        raise DfnasError("train.epochs and train.batch_size must be >= 1 and train.lr > 0")
+    cfg.validate("train")
     if not seeds:
         raise DfnasError("give at least one seed, e.g. --seeds 0,1,2")
     check_compatible(record, source, "training data")

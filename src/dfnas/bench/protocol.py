@@ -108,9 +108,7 @@ def validate(cfg: BenchConfig) -> None:
         raise DfnasError(f"config key 'seeds': give distinct integers, e.g. [0, 1, 2]; got {cfg.seeds}")
     if cfg.final_per_class is not None and cfg.final_per_class < 1:
         raise DfnasError("config key 'final_per_class' must be >= 1 or null (the whole train split)")
-    f = cfg.final
-    if f.epochs < 1 or f.batch_size < 1 or f.lr <= 0:
-        raise DfnasError("config keys 'final.epochs', 'final.batch_size' must be >= 1 and 'final.lr' > 0")
+    cfg.final.validate("final")
     if cfg.threads is not None and cfg.threads < 1:
         raise DfnasError("config key 'threads' must be >= 1 (or null for torch's default)")
     for a in algos:
@@ -296,18 +294,16 @@ def _final_job(b: Bench, name: str, arch: dict[str, Any]) -> dict[str, Any]:
             "train_seconds": m["wall_seconds"]}
 
 
-def _ranking_job(b: Bench, first: list[dict[str, Any]]) -> dict[str, Any]:
+def _ranking_job(b: Bench, algo: str, first: list[dict[str, Any]]) -> dict[str, Any]:
     from dfnas.bench.ranking import ranking_check
     from dfnas.teachers.online import OnlineTeacher
 
     r = b.cfg.ranking
-    s = b.cfg.search_config(r.algo)
+    s = b.cfg.search_config(algo)
     online = OnlineTeacher(b.teacher, b.source("synthetic").spec) if b.cfg.search_online_teacher else None
     res = ranking_check(b.source("real"), b.source("synthetic"), s, r.archs, r.steps, r.epochs,
-                        first=[a["choices"] for a in first], teacher=online)
-    return {**res, "tau_synthetic_vs_real": _finite(res["tau_synthetic_vs_real"]),
-            "tau_synthetic_weights_real_val_vs_real": _finite(res["tau_synthetic_weights_real_val_vs_real"]),
-            "algo": r.algo}
+                        first=[a["choices"] for a in first], teacher=online, reseeded=r.reseeded)
+    return {**res, **{k: _finite(v) for k, v in res.items() if k.startswith("tau_")}, "algo": algo}
 
 
 # ----------------------------------------------------------------------------- folder
@@ -413,7 +409,7 @@ def _run_jobs(b: Bench) -> dict[str, Any]:
                "real": b.source("real").identity, "syn": b.source("synthetic").identity,
                "first": [a["choices"] for a in random_sets[r_algo]],
                **({"online": True} if cfg.search_online_teacher else {})}  # keeps earlier offline keys
-        ranking = b.job("ranking", key, lambda: _ranking_job(b, random_sets[r_algo]))
+        ranking = b.job("ranking", key, lambda: _ranking_job(b, r_algo, random_sets[r_algo]))
         ranking["scratch"] = [finals[f"random-{r_algo}-{i}"]["test_accuracy_mean"] for i in range(len(random_sets[r_algo]))]
         k = len(ranking["scratch"])
         if k >= 2:

@@ -73,7 +73,7 @@ class Supernet:
         apply_arch(self.model, arch)
         sc = self.cfg.spos
         recalibrate_bn(self.model, self.data.batches("train", "bn-recal", train_aug=False, limit=sc.bn_batches))
-        res = evaluate(self.model, other.batches("val", "score", train_aug=False, limit=sc.val_batches or None),
+        res = evaluate(self.model, other.batches("val", "score", train_aug=False, limit=sc.val_batches),
                        self.cfg.kd_temperature)
         return res["acc"] - 1e-6 * res["loss"]
 
@@ -95,20 +95,29 @@ def sample_distinct(model: torch.nn.Module, n: int, seed: int, first: Sequence[A
 
 
 def ranking_check(real: Source, synthetic: Source, cfg: SearchConfig, archs_n: int, steps: int, epochs: int,
-                  first: Sequence[Arch] = (), teacher: torch.nn.Module | None = None) -> dict[str, Any]:
+                  first: Sequence[Arch] = (), teacher: torch.nn.Module | None = None,
+                  reseeded: bool = False) -> dict[str, Any]:
     """Train both supernets, score the same architectures with each; taus and raw scores.
 
     `teacher` (an OnlineTeacher): the synthetic supernet learns from the teacher's logits on
-    each augmented view instead of the stored ones (the real supernet always uses labels)."""
+    each augmented view instead of the stored ones (the real supernet always uses labels).
+    `reseeded`: a third supernet on the same real data with another seed (other initial
+    weights, paths and batches); its tau with the first is what real data itself achieves, the
+    ceiling for synthetic vs real."""
     nets = {"real": Supernet(real, cfg), "synthetic": Supernet(synthetic, cfg, teacher)}
+    if reseeded:
+        nets["real_reseeded"] = Supernet(real, dataclasses.replace(cfg, seed=derive_seed(cfg.seed, "reseeded")))
     seconds = {k: round(n.train(steps, epochs), 1) for k, n in nets.items()}
     archs = sample_distinct(nets["real"].model, archs_n, cfg.seed, first)
     t0 = time.perf_counter()
     scores = {k: [n.score(a) for a in archs] for k, n in nets.items()}
     scores["synthetic_on_real_val"] = [nets["synthetic"].score_on(a, nets["real"].data) for a in archs]
-    return {
+    out = {
         "space": cfg.space, "space_cfg": nets["real"].space_cfg, "archs": archs, "scores": scores,
         "tau_synthetic_vs_real": tau(scores["synthetic"], scores["real"]),
         "tau_synthetic_weights_real_val_vs_real": tau(scores["synthetic_on_real_val"], scores["real"]),
         "train_seconds": seconds, "score_seconds": round(time.perf_counter() - t0, 1), "steps": steps,
     }
+    if reseeded:
+        out["tau_real_vs_real_reseeded"] = tau(scores["real_reseeded"], scores["real"])
+    return out

@@ -147,9 +147,14 @@ def plot_ranking(rk: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, 2 if rk.get("scratch") else 1, figsize=(9 if rk.get("scratch") else 4.6, 4.0),
                              squeeze=False)
     ax = axes[0][0]
-    ax.scatter([100 * v for v in s["real"]], [100 * v for v in s["synthetic"]], s=18, color=COLORS["synthetic"])
+    ax.scatter([100 * v for v in s["real"]], [100 * v for v in s["synthetic"]], s=18, color=COLORS["synthetic"],
+               label="synthetic-data supernet")
+    if "real_reseeded" in s:
+        ax.scatter([100 * v for v in s["real"]], [100 * v for v in s["real_reseeded"]], s=18, marker="x",
+                   color="0.5", label="real data, another seed")
+        ax.legend(fontsize=7)
     ax.set_xlabel("score of the real-data supernet (real val top-1, %)")
-    ax.set_ylabel("score of the synthetic-data supernet (%)")
+    ax.set_ylabel("score of the other supernet (own val top-1, %)")
     tau = rk.get("tau_synthetic_vs_real")
     ax.set_title(f"{len(s['real'])} architectures, Kendall tau {tau:.2f}" if tau is not None else "Kendall tau n/a",
                  fontsize=9)
@@ -235,6 +240,9 @@ def write_report(out: Path, res: dict[str, Any]) -> None:
         rrows = [["synthetic vs real supernet", _tau(rk.get("tau_synthetic_vs_real"))],
                  ["synthetic weights scored on real val vs real supernet",
                   _tau(rk.get("tau_synthetic_weights_real_val_vs_real"))]]
+        if "tau_real_vs_real_reseeded" in rk:
+            rrows.append(["real supernet vs real supernet with another seed (the ceiling)",
+                          _tau(rk["tau_real_vs_real_reseeded"])])
         if rk.get("scratch"):
             rrows += [[f"real supernet vs from-scratch ({len(rk['scratch'])} random archs)",
                        _tau(rk.get("tau_scratch_vs_real_supernet"))],
@@ -283,7 +291,9 @@ def format_summary(res: dict[str, Any], out: Path) -> str:
         lines.append(f"  {a:<9} random ({r['space']}) mean {pct(r['mean'])}, spread {pct(r['best_minus_worst'])}")
     rk = res.get("ranking")
     if rk:
-        lines.append(f"  ranking   Kendall tau synthetic vs real supernet: {_tau(rk.get('tau_synthetic_vs_real'))}")
+        lines.append(f"  ranking   Kendall tau synthetic vs real supernet: {_tau(rk.get('tau_synthetic_vs_real'))}"
+                     + (f" (real vs reseeded real: {_tau(rk['tau_real_vs_real_reseeded'])})"
+                        if "tau_real_vs_real_reseeded" in rk else ""))
     lines.append(f"  targets   {json.dumps(res['targets_met'])}")
     lines.append(f"  report    {out / 'report.md'} (and report.html); numbers in {out / 'results.json'}")
     return "\n".join(lines)

@@ -132,11 +132,15 @@ class SearchData:
 
     def batches(self, split: str, key: Any, train_aug: bool = True, limit: int | None = None
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Shuffled batches of `split`; the same (seed, split, key) always gives the same stream."""
+        """Shuffled batches of `split`; the same (seed, split, key) always gives the same stream.
+
+        `limit`: None = one epoch (capped by max_steps_per_epoch), 0 = every full batch of the
+        split (scoring "on the whole val split" must not be capped), k = at most k batches."""
         g = torch.Generator().manual_seed(derive_seed(self.seed, split, str(key)))
         x_all, t_all = self.x[split], self.t[split]
         perm = torch.randperm(len(x_all), generator=g)
-        n = self.steps(split) if limit is None else min(limit, len(x_all) // self.batch_size)
+        whole = len(x_all) // self.batch_size
+        n = self.steps(split) if limit is None else min(limit or whole, whole)
         for i in range(n):
             idx = perm[i * self.batch_size:(i + 1) * self.batch_size]
             x = x_all[idx].to(self.device, non_blocking=True).float().div_(255)

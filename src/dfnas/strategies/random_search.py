@@ -65,7 +65,7 @@ class RandomStrategy(Strategy):
             loss.backward()
             clip_grads(net, cfg.grad_clip)
             opt.step()
-        res = evaluate(net, ctx.data.batches("val", "score", train_aug=False, limit=rc.val_batches or None),
+        res = evaluate(net, ctx.data.batches("val", "score", train_aug=False, limit=rc.val_batches),
                        cfg.kd_temperature)
         return {"val_acc": res["acc"], "val_loss": res["loss"], "train_loss": loss.item()}
 

@@ -56,7 +56,7 @@ class SposStrategy(Strategy):
         sc = self.cfg.spos
         apply_arch(model, arch)
         recalibrate_bn(model, ctx.data.batches("train", "bn-recal", train_aug=False, limit=sc.bn_batches))
-        res = evaluate(model, ctx.data.batches("val", "score", train_aug=False, limit=sc.val_batches or None),
+        res = evaluate(model, ctx.data.batches("val", "score", train_aug=False, limit=sc.val_batches),
                        self.cfg.kd_temperature)
         return res["acc"] - 1e-6 * res["loss"]  # ties broken by loss
 
