@@ -97,9 +97,10 @@ def validate(cfg: BenchConfig) -> None:
     cfg.synth.validate(1)
     if cfg.ranking.algo not in algos:
         raise DfnasError(f"config key 'ranking.algo': choose one of {list(algos)}")
-    if cfg.ranking.enabled and (cfg.ranking.archs < 2 or cfg.ranking.steps < 1 or cfg.ranking.epochs < 1):
+    rk = cfg.ranking
+    if rk.enabled and (rk.archs < 2 or rk.steps < 1 or rk.epochs < 1 or rk.bn_batches < 1 or rk.val_batches < 0):
         raise DfnasError("config keys 'ranking.archs' (>= 2, 20+ for the headline), 'ranking.steps', "
-                         "'ranking.epochs' (>= 1)")
+                         "'ranking.epochs', 'ranking.bn_batches' (>= 1), 'ranking.val_batches' (>= 0, 0 = all)")
     if cfg.zeroshot.proxy not in PROXIES:
         raise DfnasError(f"config key 'zeroshot.proxy': {cfg.zeroshot.proxy!r} is not allowed; choose one of {list(PROXIES)}")
     if cfg.zeroshot.samples < 1 or cfg.random_archs < 0:
@@ -300,6 +301,7 @@ def _ranking_job(b: Bench, algo: str, first: list[dict[str, Any]]) -> dict[str, 
 
     r = b.cfg.ranking
     s = b.cfg.search_config(algo)
+    s = dataclasses.replace(s, spos=dataclasses.replace(s.spos, bn_batches=r.bn_batches, val_batches=r.val_batches))
     online = OnlineTeacher(b.teacher, b.source("synthetic").spec) if b.cfg.search_online_teacher else None
     res = ranking_check(b.source("real"), b.source("synthetic"), s, r.archs, r.steps, r.epochs,
                         first=[a["choices"] for a in first], teacher=online, reseeded=r.reseeded)
