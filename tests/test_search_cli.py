@@ -234,3 +234,19 @@ def test_zero_limit_scores_the_whole_val_split_despite_the_epoch_cap() -> None:
     assert len(list(data.batches("val", "k", train_aug=False))) == 1  # one (capped) epoch
     assert len(list(data.batches("val", "k", train_aug=False, limit=0))) == whole
     assert len(list(data.batches("val", "k", train_aug=False, limit=2))) == 2
+
+
+def test_resumed_search_counts_the_seconds_of_earlier_calls(tmp_path) -> None:
+    import time
+
+    from dfnas.config import SearchConfig
+    from dfnas.strategies.common import SearchContext, SearchData
+
+    cfg = SearchConfig(batch_size=4, seed=0)
+    data = SearchData(_mnist_subset(synthetic=False), cfg)
+    first = SearchContext(cfg, data, tmp_path, progress=False, started=time.time() - 30.0)  # ran 30 s, then killed
+    first.save_checkpoint({"epoch": 1})
+    again = SearchContext(cfg, data, tmp_path, progress=False)
+    assert again.seconds < 5
+    again.load_checkpoint()
+    assert 30.0 <= again.seconds < 35.0

@@ -275,7 +275,8 @@ def write_report(cfg: RunConfig, out: Path, results: dict[str, dict[str, Any]], 
     search = results["search"]["result"]
     d.h(2, "Search")
     d.p(f"{cfg.search.algo} on the {cfg.search.space} space, {cfg.search.epochs} epoch(s), "
-        f"{search.get('search_seconds_last_run', 'n/a')} s of search in its last call; "
+        f"{search.get('search_seconds', search.get('search_seconds_last_run', 'n/a'))} s of search "
+        f"(all calls, if it was resumed); "
         f"found network: {mflops(search.get('flops'))}, {kparams(search.get('params'))} params.")
     for key in ("genotype", "nb201_string"):
         if key in search:

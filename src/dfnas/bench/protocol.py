@@ -228,7 +228,7 @@ def _search_job(b: Bench, algo: str, source: str) -> dict[str, Any]:
                      progress=b.progress, teacher=teacher, force=b.force)
     return {"algo": algo, "source": source, "space": rec["space"], "space_cfg": rec["space_cfg"],
             "choices": rec["choices"], "flops": rec.get("flops"), "params": rec.get("params"),
-            "search_seconds": rec.get("search_seconds_last_run"), "search_loss": rec.get("search_loss"),
+            "search_seconds": rec.get("search_seconds", rec.get("search_seconds_last_run")), "search_loss": rec.get("search_loss"),
             "search": rec.get("search"), "arch_file": f"search/{algo}-{source}/arch.json"}
 
 

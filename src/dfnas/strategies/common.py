@@ -184,6 +184,14 @@ class SearchContext:
     hooks: list[Hook] = dataclasses.field(default_factory=list)
     progress: bool = True
     global_step: int = 0
+    # wall time of earlier calls (from the checkpoint) + this call's: a resumed search reports its whole cost
+    seconds_before: float = 0.0
+    started: float = dataclasses.field(default_factory=time.time)
+
+    @property
+    def seconds(self) -> float:
+        """Search wall time over every call, up to the last checkpoint of calls that were killed."""
+        return self.seconds_before + time.time() - self.started
 
     @property
     def device(self) -> torch.device:
@@ -222,7 +230,7 @@ class SearchContext:
         """Atomic: a kill during the write leaves the previous checkpoint intact."""
         if self.checkpoint_path is None:
             return
-        state = {**state, "global_step": self.global_step}
+        state = {**state, "global_step": self.global_step, "seconds": self.seconds}
         atomic_save(self.checkpoint_path, lambda tmp: torch.save(state, tmp))
 
     def load_checkpoint(self) -> dict[str, Any] | None:
@@ -234,6 +242,7 @@ class SearchContext:
         except Exception as e:  # noqa: BLE001 - any unreadable file is the same user problem
             raise DfnasError(f"checkpoint {p} is unreadable ({type(e).__name__}); delete it or pass --force to start over") from e
         self.global_step = int(state.get("global_step", 0))
+        self.seconds_before = float(state.get("seconds", 0.0))
         return state
 
 

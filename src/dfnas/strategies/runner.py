@@ -223,7 +223,7 @@ def run_search(cfg: SearchConfig, source: Source, out: str | Path | None, *, hoo
     extra = {"algo": cfg.algo, "seed": cfg.seed, "search": _jsonable(result.metrics), "data": source.identity,
              "data_synthetic": source.is_synthetic, "search_loss": data.loss_kind,
              **({"teacher": teacher.identity()} if teacher is not None else {}),
-             "search_seconds_last_run": round(wall, 2),
+             "search_seconds": round(ctx.seconds, 2), "search_seconds_last_run": round(wall, 2),
              **_extra_strings(cfg.space, result.arch)}
     record = _write_arch(out_path, cfg, supernet, space_cfg, result, extra,
                          (source.spec.channels, source.spec.height, source.spec.width))
