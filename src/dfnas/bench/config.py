@@ -29,12 +29,12 @@ def _search(algo: str, space: str, **extra: Any) -> SearchConfig:
 
 @dataclasses.dataclass
 class RankingConfig:
-    """Kendall tau of SPOS supernets trained on synthetic vs real data (same paths, same init)."""
+    """Kendall tau of single-path supernets trained on synthetic vs real data (same paths, same init)."""
 
     enabled: bool = True
     # which entry of the bench's searches gives the space and the supernet recipe; NB201 (darts)
     # because its candidates differ (none/skip/pool vs conv): in the spos space here two real-data
-    # supernets with different seeds rank 24 candidates with tau ~0.1, in NB201 with 0.2-0.36
+    # supernets with different seeds rank 24 candidates with tau ~0.1, in NB201 with ~0.48
     algo: str = "darts"
     archs: int = 24  # architectures ranked by both supernets (>= 20 for the headline)
     steps: int = 4000  # single-path SGD steps of each supernet

@@ -236,7 +236,10 @@ def write_report(out: Path, res: dict[str, Any]) -> None:
         d.h(2, "Ranking check")
         d.p(f"Two supernets of the {rk['space']} space (the {rk['algo']} recipe, trained single-path for "
             f"{rk['steps']} steps each with the same initial weights and paths), one on real data and one on the "
-            f"dfnas synthetic set; {len(rk['archs'])} architectures scored by each (BN recalibration + val top-1).")
+            f"dfnas synthetic set; {len(rk['archs'])} architectures scored by each (BN recalibration + top-1 on "
+            f"its own val split)."
+            + (" A third supernet, on real data with another seed, shows how well real data agrees with itself: "
+               "the ceiling for synthetic vs real." if "tau_real_vs_real_reseeded" in rk else ""))
         rrows = [["synthetic vs real supernet", _tau(rk.get("tau_synthetic_vs_real"))],
                  ["synthetic weights scored on real val vs real supernet",
                   _tau(rk.get("tau_synthetic_weights_real_val_vs_real"))]]
