@@ -47,11 +47,19 @@ class _BatchStats(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_mean: torch.Tensor, g_var: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         x, mean = ctx.saved_tensors
-        n = x.numel() // x.shape[1]
-        shape = [1, -1] + [1] * (x.dim() - 2)
-        b = (2.0 / n) * g_var
-        a = g_mean / n - b * mean
-        return (x * b.view(shape)).add_(a.view(shape))  # measured faster than addcmul on CPU
+        a, b = _stats_grad_coeffs(x, mean, g_mean, g_var)
+        return (x * b).add_(a)  # measured faster than addcmul on CPU
+
+
+def _stats_grad_coeffs(x: torch.Tensor, mean: torch.Tensor, g_mean: torch.Tensor, g_var: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(a, b), shaped to broadcast over x, with dL/dx = a + b * x for L = f(mean, var) of x's channels:
+    d mean/dx = 1/n and d var/dx = 2 (x - mean)/n."""
+    n = x.numel() // x.shape[1]
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    b = (2.0 / n) * g_var
+    a = g_mean / n - b * mean
+    return a.view(shape), b.view(shape)
 
 
 class _EvalBNWithStats(torch.autograd.Function):
@@ -75,12 +83,9 @@ class _EvalBNWithStats(torch.autograd.Function):
         s = scale.to(g_y.dtype).view(shape)
         if g_mean is None and g_var is None:
             return g_y * s, None, None
-        n = x.numel() // x.shape[1]
-        g_mean = torch.zeros_like(mean) if g_mean is None else g_mean
-        g_var = torch.zeros_like(mean) if g_var is None else g_var
-        b = (2.0 / n) * g_var
-        a = g_mean / n - b * mean
-        gx = torch.addcmul(a.to(x.dtype).view(shape), x, b.to(x.dtype).view(shape))
+        a, b = _stats_grad_coeffs(x, mean, torch.zeros_like(mean) if g_mean is None else g_mean,
+                                  torch.zeros_like(mean) if g_var is None else g_var)
+        gx = torch.addcmul(a.to(x.dtype), x, b.to(x.dtype))
         return gx.addcmul_(g_y, s), None, None
 
 
