@@ -157,3 +157,62 @@ def test_spos_choices() -> None:
     space = search_space_of(create_space("spos", **SMALL["spos"]))
     assert len(space) == 4
     assert all(v == ["shuffle3x3", "shuffle5x5", "shuffle7x7", "xception"] for v in space.values())
+
+
+def test_nb201_connectivity_and_valid_sampling() -> None:
+    """A cell whose edges out of the input are all `none` predicts a constant: never sampled."""
+    from dfnas.spaces.base import arch_valid
+    from dfnas.spaces.nb201 import nb201_connected
+
+    edges = [f"cell/op_{i}_{j}" for i in range(1, 4) for j in range(i)]
+    assert not nb201_connected(dict.fromkeys(edges, "none"))
+    assert nb201_connected({**dict.fromkeys(edges, "none"), "cell/op_3_0": "skip_connect"})
+    chain = {**dict.fromkeys(edges, "none"), "cell/op_1_0": "avg_pool_3x3", "cell/op_2_1": "nor_conv_1x1",
+             "cell/op_3_2": "nor_conv_3x3"}
+    assert nb201_connected(chain)
+    assert not nb201_connected({**chain, "cell/op_2_1": "none"})  # the chain broken in the middle
+    # the cell a DARTS search on synthetic data once returned: nodes 1 and 2 never see the input
+    cut = {**dict.fromkeys(edges, "none"), "cell/op_2_1": "nor_conv_3x3", "cell/op_3_1": "nor_conv_3x3",
+           "cell/op_3_2": "nor_conv_3x3"}
+    assert not nb201_connected(cut)
+    net = create_space("nb201", **SMALL["nb201"])
+    assert not arch_valid(net, cut) and arch_valid(net, chain)
+    # that cell's output really ignores the input
+    model = fix(copy.deepcopy(net), cut).eval()
+    with torch.no_grad():
+        out = model(torch.randn(4, 1, 28, 28))
+    assert torch.allclose(out, out[:1].expand_as(out), atol=1e-5)
+    rng = random.Random(0)
+    draws = [sample_arch(net, rng) for _ in range(400)]
+    assert all(nb201_connected(a) for a in draws)
+    assert sum(a[e] == "none" for a in draws for e in edges) > 300  # `none` stays a choice
+
+
+def test_most_likely_valid_is_the_best_valid_architecture() -> None:
+    import itertools
+
+    from dfnas.spaces.base import arch_valid, most_likely_valid
+
+    net = create_space("nb201", **SMALL["nb201"])
+    edges = [f"cell/op_{i}_{j}" for i in range(1, 4) for j in range(i)]
+    g = torch.Generator().manual_seed(3)
+    for trial in range(3):
+        probs = {}
+        for e in edges:  # `none` favoured on every edge, so the plain argmax is cut off
+            p = torch.rand(len(NB201_OPS), generator=g)
+            p[0] = p.max() + 0.5 + trial
+            probs[e] = p / p.sum()
+        argmax = {e: NB201_OPS[int(probs[e].argmax())] for e in edges}
+        assert not arch_valid(net, argmax)
+        got = most_likely_valid(net, argmax, probs)
+        assert arch_valid(net, got)
+        best = max((dict(zip(edges, ops, strict=True)) for ops in itertools.product(NB201_OPS, repeat=len(edges))
+                    if arch_valid(net, dict(zip(edges, ops, strict=True)))),
+                   key=lambda a: sum(float(probs[e][NB201_OPS.index(a[e])].log()) for e in edges))
+        joint = sum(float(probs[e][NB201_OPS.index(got[e])].log()) for e in edges)
+        assert joint == pytest.approx(sum(float(probs[e][NB201_OPS.index(best[e])].log()) for e in edges))
+    # a valid derivation, and a space without a validity rule, are left as they are
+    assert most_likely_valid(net, draws := sample_arch(net, random.Random(1)), probs) == draws
+    spos = create_space("spos", **SMALL["spos"])
+    a = sample_arch(spos, random.Random(0))
+    assert most_likely_valid(spos, a, {}) == a

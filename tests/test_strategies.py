@@ -404,3 +404,39 @@ def test_spos_rejection_sampling_stays_in_flops_range() -> None:
     strat.cfg.spos.flops_range = (lo, hi)
     drawn = [strat.cost.of(strat.sample(net, rng)) for _ in range(20)]
     assert all(lo <= c <= hi for c in drawn)
+
+
+class OnlyOneValid(ToyChain):
+    """A toy space whose validity rule accepts a single architecture."""
+
+    ONLY = {"l1": "pool", "l2": "conv1"}
+
+    def arch_valid(self, arch: dict) -> bool:
+        return arch == self.ONLY
+
+
+@pytest.mark.parametrize("algo", ["darts", "proxyless"])
+def test_derived_architecture_is_valid(algo: str) -> None:
+    """Whatever the alphas say, DARTS and ProxylessNAS hand back an architecture the space accepts."""
+    torch.manual_seed(0)
+    cfg = make_cfg(algo=algo, proxyless={"hw_metric": "none"})
+    res = run_search(cfg, toy_source(), None, progress=False, supernet=OnlyOneValid())
+    assert res["choices"] == OnlyOneValid.ONLY
+
+
+def test_evolution_only_scores_valid_children() -> None:
+    from dfnas.spaces import create_space
+    from dfnas.spaces.base import arch_valid
+
+    net = create_space("nb201", channels=4, image_size=8)
+    scored: list[dict] = []
+
+    def score(a: dict) -> float:  # rewards `none`: mutation and crossover push towards cut-off cells
+        scored.append(a)
+        return float(sum(v == "none" for v in a.values()))
+
+    evo = Evolution(lambda r: sample_arch(net, r), lambda a: 0.0, None, population=8, topk=3, n_mutation=6,
+                    n_crossover=6, mutation_prob=0.5, seed=0, valid=lambda a: arch_valid(net, a))
+    st = evo.run(score, generations=4)
+    assert len(scored) > 8 and all(arch_valid(net, a) for a in scored)
+    assert st["best_score"] >= 4  # it did climb: most edges `none`, input still connected

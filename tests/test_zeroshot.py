@@ -199,3 +199,14 @@ def test_budget_below_uniform_samples_is_reached_by_shrinking() -> None:
     budget = int(floor * 1.15)
     res = zero_shot_search("proxyless", PROXYLESS_CFG, samples=5, max_flops=budget, seed=0)
     assert res["samples"] >= 2 and all(c["flops"] <= budget for c in res["candidates"])
+
+
+def test_shrinking_to_a_tight_budget_keeps_nb201_cells_connected() -> None:
+    """The cheapest NB201 op is `none`: shrinking picks the cheapest op that keeps a path open."""
+    from dfnas.spaces.nb201 import nb201_connected
+
+    free = zero_shot_search("nb201", SMALL["nb201"], samples=6, batch_size=BS)
+    budget = min(c["flops"] for c in free["candidates"]) * 3 // 4
+    res = zero_shot_search("nb201", SMALL["nb201"], samples=6, max_flops=budget, batch_size=BS)
+    assert res["candidates"] and all(c["flops"] <= budget for c in res["candidates"])
+    assert all(nb201_connected(c["arch"]) for c in res["candidates"])

@@ -103,8 +103,14 @@ def apply_arch(model: nn.Module, arch: Arch) -> None:
             m.mixer = None
 
 
-def sample_arch(model: nn.Module, rng: random.Random) -> Arch:
-    """A uniformly random architecture of the supernet's space."""
+def arch_valid(model: nn.Module, arch: Arch) -> bool:
+    """Whether `arch` is a working network of the space: a space whose choices can cut the
+    input off from the output (NB201's `none`) defines `arch_valid(arch)`; others accept all."""
+    check = getattr(model, "arch_valid", None)
+    return True if check is None else bool(check(arch))
+
+
+def _sample_any(model: nn.Module, rng: random.Random) -> Arch:
     arch: Arch = {}
     for m in model.modules():
         if m_label := getattr(m, "label", None):
@@ -114,6 +120,47 @@ def sample_arch(model: nn.Module, rng: random.Random) -> Arch:
                 arch[m_label] = rng.choice(m.names)
             elif isinstance(m, InputChoice):
                 arch[m_label] = sorted(rng.sample(range(m.n_candidates), m.n_chosen))
+    return arch
+
+
+def sample_arch(model: nn.Module, rng: random.Random, max_tries: int = 1000) -> Arch:
+    """A uniformly random *valid* architecture of the supernet's space (rejection sampling:
+    uniform over the valid ones; a cut-off network is never trained, scored or returned)."""
+    for _ in range(max_tries):
+        arch = _sample_any(model, rng)
+        if arch_valid(model, arch):
+            return arch
+    raise DfnasError(f"no valid architecture in {max_tries} uniform samples of {type(model).__name__}")
+
+
+def most_likely_valid(model: nn.Module, arch: Arch, probs: dict[str, torch.Tensor], max_archs: int = 200_000) -> Arch:
+    """`arch` (a genotype derived from `probs`) if it is valid, else the valid architecture of
+    highest joint probability over the LayerChoices in `probs` (other labels kept from `arch`).
+
+    A derivation by independent per-choice argmax can cut the input off (every NB201 edge out
+    of the input `none`); the network it names is constant. Enumerates up to `max_archs`
+    combinations; a larger space keeps `arch` as it is.
+    """
+    if arch_valid(model, arch):
+        return arch
+    labels = [k for k in probs if k in arch]
+    names = {m.label: m.names for m in model.modules() if isinstance(m, LayerChoice)}
+    sizes = [len(probs[k]) for k in labels]
+    total = 1
+    for n in sizes:
+        total *= n
+    if not labels or total > max_archs:
+        return arch
+    logp = torch.zeros(sizes)
+    for i, k in enumerate(labels):
+        shape = [1] * len(labels)
+        shape[i] = sizes[i]
+        logp = logp + probs[k].detach().float().cpu().clamp_min(1e-30).log().view(shape)
+    for flat in torch.argsort(logp.flatten(), descending=True).tolist():
+        idx = torch.unravel_index(torch.tensor(flat), tuple(sizes))
+        cand = {**arch, **{k: names[k][int(i)] for k, i in zip(labels, idx, strict=True)}}
+        if arch_valid(model, cand):
+            return cand
     return arch
 
 

@@ -101,6 +101,21 @@ class NB201Space(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.head(self.blocks(self.stem(x))).flatten(1))
 
+    @staticmethod
+    def arch_valid(arch: Arch) -> bool:
+        """A path of non-`none` edges leads from the cell input to its output; without one
+        every cell outputs a constant and the network predicts one class whatever the input."""
+        return nb201_connected(arch)
+
+
+def nb201_connected(arch: Arch) -> bool:
+    """Whether node 3 is reachable from node 0 through edges whose op is not `none`."""
+    reach = {0}
+    for i in range(1, 4):
+        if any(j in reach and arch.get(f"cell/op_{i}_{j}", "none") != "none" for j in range(i)):
+            reach.add(i)
+    return 3 in reach
+
 
 def to_nb201_string(arch: Arch) -> str:
     """`|nor_conv_3x3~0|+|none~0|skip_connect~1|+|...|` from a dfnas architecture."""

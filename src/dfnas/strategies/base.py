@@ -15,7 +15,7 @@ from torch import nn
 
 from dfnas.config import SearchConfig
 from dfnas.errors import DfnasError
-from dfnas.spaces.base import Arch, InputChoice, LayerChoice, choice_modules
+from dfnas.spaces.base import Arch, InputChoice, LayerChoice, choice_modules, most_likely_valid
 from dfnas.strategies.common import SearchContext
 
 
@@ -73,6 +73,11 @@ class AlphaStrategy(Strategy):
     def probs(self) -> dict[str, torch.Tensor]:
         return {k: torch.softmax(a.detach(), 0).cpu() for k, a in self._alpha_of.items()}
 
+    def valid(self, arch: Arch) -> Arch:
+        """The derived `arch`, or the most probable valid one where it cuts the input off."""
+        model = getattr(self, "_model", None)
+        return arch if model is None else most_likely_valid(model, arch, self.probs())
+
     def state_dict(self, model: nn.Module, epoch: int, history: list, metrics: dict) -> dict[str, Any]:
         return {"algo": self.name, "epoch": epoch, "model": model.state_dict(), "alphas": self.alphas.state_dict(),
                 "w_opt": self.w_opt.state_dict(), "sched": self.sched.state_dict(),
@@ -82,6 +87,7 @@ class AlphaStrategy(Strategy):
         """Set up on ctx's device and restore the checkpoint if there is one: (history, first epoch, metrics)."""
         model.to(ctx.device).train()
         self.setup(model, ctx)
+        self._model = model
         history: list[dict[str, list[float]]] = [{k: v.tolist() for k, v in self.probs().items()}]
         start, metrics = 0, {}
         if (st := ctx.load_checkpoint()) is not None:

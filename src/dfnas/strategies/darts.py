@@ -115,7 +115,7 @@ class DartsStrategy(AlphaStrategy):
         return sum(inputs[1:], inputs[0])
 
     def derive(self) -> Arch:
-        return derive_arch(self.probs(), self.names, self.inputs)
+        return self.valid(derive_arch(self.probs(), self.names, self.inputs))
 
     # -- gradients ----------------------------------------------------------------------------
     @contextlib.contextmanager

@@ -25,14 +25,16 @@ class Evolution:
 
     def __init__(self, sample: Callable[[random.Random], Arch], cost: Callable[[Arch], float],
                  limit: float | None, population: int, topk: int, n_mutation: int, n_crossover: int,
-                 mutation_prob: float, seed: int, max_tries: int = 200) -> None:
-        self.sample, self.cost, self.limit = sample, cost, limit
+                 mutation_prob: float, seed: int, max_tries: int = 200,
+                 valid: Callable[[Arch], bool] | None = None) -> None:
+        """`valid`: the space's check that a child of mutation or crossover still works."""
+        self.sample, self.cost, self.limit, self.valid = sample, cost, limit, valid
         self.population, self.topk = population, topk
         self.n_mutation, self.n_crossover, self.mutation_prob = n_mutation, n_crossover, mutation_prob
         self.seed, self.max_tries = seed, max_tries
 
     def ok(self, arch: Arch) -> bool:
-        return self.limit is None or self.cost(arch) <= self.limit
+        return (self.valid is None or self.valid(arch)) and (self.limit is None or self.cost(arch) <= self.limit)
 
     def _draw(self, make: Callable[[], Arch | None], seen: set[str]) -> Arch | None:
         for _ in range(self.max_tries):

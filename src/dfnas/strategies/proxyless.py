@@ -181,7 +181,7 @@ class ProxylessStrategy(AlphaStrategy):
 
     # -- the search -----------------------------------------------------------------------------
     def derive(self) -> Arch:
-        return {k: self.names[k][int(a.detach().argmax())] for k, a in self._alpha_of.items()}
+        return self.valid({k: self.names[k][int(a.detach().argmax())] for k, a in self._alpha_of.items()})
 
     def search(self, model: nn.Module, ctx: SearchContext) -> SearchResult:
         history, start, metrics = self.start(model, ctx)

@@ -20,7 +20,7 @@ from torch import nn
 
 from dfnas.errors import DfnasError
 from dfnas.io import derive_seed
-from dfnas.spaces.base import Arch, apply_arch, sample_arch
+from dfnas.spaces.base import Arch, apply_arch, arch_valid, sample_arch
 from dfnas.strategies.base import SearchResult, Strategy
 from dfnas.strategies.common import (
     CostModel,
@@ -105,7 +105,8 @@ class SposStrategy(Strategy):
         final_epoch = self.cfg.epochs - 1
         sc = self.cfg.spos
         evo = Evolution(lambda r: sample_arch(model, r), self.cost.of, sc.flops_limit, sc.population, sc.topk,
-                        sc.mutation, sc.crossover, sc.mutation_prob, self.cfg.seed)
+                        sc.mutation, sc.crossover, sc.mutation_prob, self.cfg.seed,
+                        valid=lambda a: arch_valid(model, a))
         bar = ctx.bar(sc.generations, "spos evolution")
 
         def on_gen(s: dict[str, Any]) -> None:

@@ -41,7 +41,7 @@ from dfnas.arch import build_network, make_record
 from dfnas.errors import DfnasError
 from dfnas.profile import build_cost_tables
 from dfnas.spaces import create_space, input_shape_of, resolve_space_cfg, sample_arch, space_class
-from dfnas.spaces.base import search_space_of
+from dfnas.spaces.base import arch_valid, search_space_of
 
 _RELUS = (nn.ReLU, nn.ReLU6)
 
@@ -241,10 +241,11 @@ def _finite_or_neg_inf(v: float) -> float:
 
 
 def shrink_to_budget(arch: dict[str, Any], options: dict[str, list[Any]], table: Any, max_flops: int,
-                     rng: random.Random) -> tuple[dict[str, Any], int]:
-    """Random choices set to their cheapest option, one at a time in random order, until the
-    architecture fits `max_flops` (uniform samples of a space rarely reach the small end a
-    hardware-aware search finds; this keeps the baseline under the same budget)."""
+                     rng: random.Random, valid: Callable[[dict[str, Any]], bool] | None = None
+                     ) -> tuple[dict[str, Any], int]:
+    """Random choices set to their cheapest option that keeps the architecture `valid`, one at
+    a time in random order, until it fits `max_flops` (uniform samples of a space rarely reach
+    the small end a hardware-aware search finds; this keeps the baseline under the same budget)."""
     arch = dict(arch)
     flops = int(round(table.cost(arch)))
     labels = [k for k in options if not isinstance(arch[k], (list, tuple))]  # operations, not wiring
@@ -252,8 +253,9 @@ def shrink_to_budget(arch: dict[str, Any], options: dict[str, list[Any]], table:
     for label in labels:
         if flops <= max_flops:
             break
-        costs = {o: table.cost({**arch, label: o}) for o in options[label]}
-        arch[label] = min(options[label], key=lambda o: costs[o])
+        costs = {o: table.cost({**arch, label: o}) for o in options[label]
+                 if valid is None or valid({**arch, label: o})}
+        arch[label] = min(costs, key=lambda o: costs[o])  # the current choice is valid: never empty
         flops = int(round(costs[arch[label]]))
     return arch, flops
 
@@ -297,7 +299,8 @@ def zero_shot_search(space: str, space_cfg: dict[str, Any], *, proxy: str = "nas
         flops = int(round(flops_table.cost(arch)))
         smallest = flops if smallest is None else min(smallest, flops)
         if max_flops is not None and flops > max_flops:
-            arch, flops = shrink_to_budget(arch, options, flops_table, max_flops, rng)
+            arch, flops = shrink_to_budget(arch, options, flops_table, max_flops, rng,
+                                           lambda a: arch_valid(supernet, a))
         key = json.dumps(arch, sort_keys=True)
         if key in seen:
             continue
