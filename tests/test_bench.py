@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ import pytest
 import torch
 
 from dfnas.bench import build_config, run_bench
-from dfnas.bench.protocol import clearly_better
+from dfnas.bench.protocol import clearly_better, pool
 from dfnas.bench.sources import noise_source, per_class_subset, plain_config
 from dfnas.cli import main
 from dfnas.data import load_source
@@ -100,6 +101,19 @@ def test_clearly_better_needs_separated_bands() -> None:
     assert clearly_better(f(0.95, 0.01), f(0.90, 0.02))
     assert not clearly_better(f(0.95, 0.03), f(0.90, 0.03))
     assert not clearly_better(f(0.90, 0.0), f(0.95, 0.0))
+
+
+def test_pool_takes_every_search_and_every_seed() -> None:
+    a = {"test_accuracy_mean": 0.9, "per_seed": [0.89, 0.91]}
+    b = {"test_accuracy_mean": 0.8, "per_seed": [0.80, 0.80]}
+    p = pool([a, b])
+    assert p["test_accuracy_mean"] == pytest.approx(0.85) and p["searches"] == 2 and p["n"] == 4
+    assert p["test_accuracy_std"] == pytest.approx(statistics.stdev([0.89, 0.91, 0.80, 0.80]))
+    assert p["per_search"] == [0.9, 0.8]
+    # one search: exactly that architecture's own numbers
+    one = pool([a])
+    assert one["test_accuracy_mean"] == pytest.approx(0.9)
+    assert one["test_accuracy_std"] == pytest.approx(statistics.stdev([0.89, 0.91]))
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -220,3 +234,23 @@ def test_ranking_supernet_learns_from_the_online_teacher_when_asked() -> None:
     online = Supernet(src, cfg, OnlineTeacher(t, src.spec))
     stored = Supernet(src, cfg)
     assert (online.data.loss_kind, stored.data.loss_kind) == ("kd-online", "kd-stored")
+
+
+def test_search_repeats_are_pooled_in_the_verdicts(tmp_path: Path) -> None:
+    """Two searches per (algo, data): both trained, both in the verdict, both in the report."""
+    out = tmp_path / "rep"
+    res = run_bench(quick("algos=[spos]", "search_repeats=2", "ranking.enabled=false"), out, progress=False)
+    seed = res["config"]["seed"]
+    for src in res["config"]["sources"]:
+        rows = [r for r in res["searches"] if r["source"] == src]
+        assert [r["search_seed"] for r in rows] == [seed, seed + 1]
+        assert (out / "search" / f"spos-{src}-r1" / "arch.json").is_file()
+        p = res["pooled"]["spos"][src]
+        assert p["per_search"] == [r["final"]["test_accuracy_mean"] for r in rows]
+        assert p["test_accuracy_mean"] == pytest.approx(statistics.fmean(a for r in rows for a in r["final"]["per_seed"]))
+    zs = res["zeroshot"]["spos"]["repeats"]
+    assert len(zs) == 2 and res["pooled"]["spos"]["zeroshot"]["per_search"] == [z["final"]["test_accuracy_mean"] for z in zs]
+    v, p = res["verdicts"]["spos"], res["pooled"]["spos"]
+    assert v["synthetic_minus_real"] == pytest.approx(p["synthetic"]["test_accuracy_mean"] - p["real"]["test_accuracy_mean"])
+    assert v["clearly_better_than_zeroshot"] == clearly_better(p["synthetic"], p["zeroshot"])
+    assert "Pooled over the 2 searches" in (out / "report.md").read_text()

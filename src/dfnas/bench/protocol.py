@@ -103,8 +103,8 @@ def validate(cfg: BenchConfig) -> None:
                          "'ranking.epochs', 'ranking.bn_batches' (>= 1), 'ranking.val_batches' (>= 0, 0 = all)")
     if cfg.zeroshot.proxy not in PROXIES:
         raise DfnasError(f"config key 'zeroshot.proxy': {cfg.zeroshot.proxy!r} is not allowed; choose one of {list(PROXIES)}")
-    if cfg.zeroshot.samples < 1 or cfg.random_archs < 0:
-        raise DfnasError("config keys 'zeroshot.samples' must be >= 1 and 'random_archs' >= 0")
+    if cfg.zeroshot.samples < 1 or cfg.random_archs < 0 or cfg.search_repeats < 1:
+        raise DfnasError("config keys 'zeroshot.samples' and 'search_repeats' must be >= 1 and 'random_archs' >= 0")
     if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
         raise DfnasError(f"config key 'seeds': give distinct integers, e.g. [0, 1, 2]; got {cfg.seeds}")
     if cfg.final_per_class is not None and cfg.final_per_class < 1:
@@ -220,16 +220,22 @@ def _label_stats(src: Source) -> dict[str, Any]:
     return {"images": len(src), "per_class": counts.tolist(), "mean_max_prob": float(p.max(1).values.mean())}
 
 
-def _search_job(b: Bench, algo: str, source: str) -> dict[str, Any]:
+def _rep(r: int) -> str:
+    """Name suffix of search repeat r (none for the first: folders of single-search runs keep their names)."""
+    return f"-r{r}" if r else ""
+
+
+def _search_job(b: Bench, algo: str, source: str, repeat: int) -> dict[str, Any]:
     from dfnas.strategies.runner import run_search
 
     teacher = b.teacher if b.cfg.search_online_teacher and source != "real" else None
-    rec = run_search(b.cfg.search_config(algo), b.source(source), b.out / "search" / f"{algo}-{source}",
-                     progress=b.progress, teacher=teacher, force=b.force)
-    return {"algo": algo, "source": source, "space": rec["space"], "space_cfg": rec["space_cfg"],
-            "choices": rec["choices"], "flops": rec.get("flops"), "params": rec.get("params"),
+    name = f"{algo}-{source}{_rep(repeat)}"
+    cfg = b.cfg.search_config(algo, repeat)
+    rec = run_search(cfg, b.source(source), b.out / "search" / name, progress=b.progress, teacher=teacher, force=b.force)
+    return {"algo": algo, "source": source, "repeat": repeat, "search_seed": cfg.seed, "space": rec["space"],
+            "space_cfg": rec["space_cfg"], "choices": rec["choices"], "flops": rec.get("flops"), "params": rec.get("params"),
             "search_seconds": rec.get("search_seconds", rec.get("search_seconds_last_run")), "search_loss": rec.get("search_loss"),
-            "search": rec.get("search"), "arch_file": f"search/{algo}-{source}/arch.json"}
+            "search": rec.get("search"), "arch_file": f"search/{name}/arch.json"}
 
 
 def _random_archs(b: Bench, algo: str) -> list[dict[str, Any]]:
@@ -251,7 +257,7 @@ def _fitted_space_cfg(b: Bench, space: str, args: dict[str, Any]) -> dict[str, A
     return resolve_space_cfg(space, {**args, **fit_args(b.teacher.spec)})
 
 
-def _zeroshot_job(b: Bench, algo: str, budget: int | None) -> dict[str, Any]:
+def _zeroshot_job(b: Bench, algo: str, budget: int | None, repeat: int) -> dict[str, Any]:
     from dfnas.strategies.zeroshot import zero_shot_search
 
     s = b.cfg.search_config(algo)
@@ -259,8 +265,8 @@ def _zeroshot_job(b: Bench, algo: str, budget: int | None) -> dict[str, Any]:
     space_cfg = _fitted_space_cfg(b, s.space, s.space_args)
 
     def run(limit: int | None) -> dict[str, Any]:
-        return zero_shot_search(s.space, space_cfg, proxy=z.proxy,
-                                samples=z.samples, max_flops=limit, seed=derive_seed(b.cfg.seed, "zeroshot", algo),
+        return zero_shot_search(s.space, space_cfg, proxy=z.proxy, samples=z.samples, max_flops=limit,
+                                seed=derive_seed(b.cfg.seed + repeat, "zeroshot", algo),
                                 batch_size=z.batch_size, progress=b.progress)
 
     relaxed = False
@@ -269,7 +275,7 @@ def _zeroshot_job(b: Bench, algo: str, budget: int | None) -> dict[str, Any]:
     except DfnasError:  # no uniform sample is as small as the searches' architectures: say so, go unconstrained
         res, relaxed = run(None), True
     top = res["candidates"][:5]
-    return {"space": s.space, "space_cfg": space_cfg, "choices": res["arch"],
+    return {"space": s.space, "space_cfg": space_cfg, "repeat": repeat, "choices": res["arch"],
             "proxy": res["proxy"], "score": _finite(res["score"]), "flops": res["flops"], "params": res["params"],
             "max_flops": budget, "budget_relaxed": relaxed, "samples": res["samples"], "seconds": res["seconds"],
             "top5": [{"choices": c["arch"], "score": _finite(c["score"]), "flops": c["flops"]} for c in top]}
@@ -378,26 +384,30 @@ def _run_jobs(b: Bench) -> dict[str, Any]:
     if "noise" in cfg.sources:
         data["noise"] = _label_stats(b.source("noise"))
     searches: list[dict[str, Any]] = []
+    reps = range(cfg.search_repeats)
     for algo in cfg.algos:
         for src in cfg.sources:
-            key = {"search": to_dict(cfg.search_config(algo)), "data": b.source(src).identity,
-                   "online": cfg.search_online_teacher and src != "real"}
-            searches.append(b.job(f"search-{algo}-{src}", key, lambda a=algo, s=src: _search_job(b, a, s),
-                                  b.out / "search" / f"{algo}-{src}"))
-    zeroshot: dict[str, Any] = {}
+            for r in reps:
+                key = {"search": to_dict(cfg.search_config(algo, r)), "data": b.source(src).identity,
+                       "online": cfg.search_online_teacher and src != "real"}
+                name = f"{algo}-{src}{_rep(r)}"
+                searches.append({**b.job(f"search-{name}", key, lambda a=algo, s=src, r=r: _search_job(b, a, s, r),
+                                         b.out / "search" / name), "repeat": r})
+    zeroshot: dict[str, list[dict[str, Any]]] = {}
     for algo in cfg.algos:
         # the same FLOPs budget as the searches: the largest architecture this algorithm found
         budget = max(s["flops"] for s in searches if s["algo"] == algo)
         key = {"z": to_dict(cfg.zeroshot), "space": to_dict(cfg.search_config(algo))["space_args"],
-               "budget": budget, "seed": cfg.seed, "sampler": "shrink-to-budget"}
-        zeroshot[algo] = b.job(f"zeroshot-{algo}", key, lambda a=algo, bd=budget: _zeroshot_job(b, a, bd))
+               "budget": budget, "seed": cfg.seed, "sampler": "shrink-to-budget, valid"}
+        zeroshot[algo] = [b.job(f"zeroshot-{algo}{_rep(r)}", {**key, "seed": cfg.seed + r} if r else key,
+                                lambda a=algo, bd=budget, r=r: _zeroshot_job(b, a, bd, r)) for r in reps]
     random_sets = {algo: _random_archs(b, algo) for algo in cfg.algos}
 
     # every architecture, trained from scratch on the real train subset with every seed
     final_key = {"final": to_dict(cfg.final), "seeds": cfg.seeds, "per_class": cfg.final_per_class,
                  "train": cfg.train_data, "test": cfg.test_data}
-    todo: list[tuple[str, dict[str, Any]]] = [(f"{s['algo']}-{s['source']}", s) for s in searches]
-    todo += [(f"zeroshot-{a}", z) for a, z in zeroshot.items()]
+    todo: list[tuple[str, dict[str, Any]]] = [(f"{s['algo']}-{s['source']}{_rep(s['repeat'])}", s) for s in searches]
+    todo += [(f"zeroshot-{a}{_rep(r)}", z) for a, zs in zeroshot.items() for r, z in enumerate(zs)]
     todo += [(f"random-{a}-{i}", r) for a, rs in random_sets.items() for i, r in enumerate(rs)]
     finals: dict[str, dict[str, Any]] = {}
     for name, arch in todo:
@@ -409,7 +419,7 @@ def _run_jobs(b: Bench) -> dict[str, Any]:
         r_algo = cfg.ranking.algo if cfg.ranking.algo in random_sets else cfg.algos[-1]
         key = {"r": to_dict(cfg.ranking), "search": to_dict(cfg.search_config(r_algo)),
                "real": b.source("real").identity, "syn": b.source("synthetic").identity,
-               "first": [a["choices"] for a in random_sets[r_algo]],
+               "first": [a["choices"] for a in random_sets[r_algo]], "paths": "valid only",
                **({"online": True} if cfg.search_online_teacher else {})}  # keeps earlier offline keys
         ranking = b.job("ranking", key, lambda: _ranking_job(b, r_algo, random_sets[r_algo]))
         ranking["scratch"] = [finals[f"random-{r_algo}-{i}"]["test_accuracy_mean"] for i in range(len(random_sets[r_algo]))]
@@ -431,6 +441,16 @@ def _ms(f: dict[str, Any]) -> tuple[float, float]:
     return float(f["test_accuracy_mean"]), float(f["test_accuracy_std"] or 0.0)
 
 
+def pool(finals: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every search's architecture, every training seed: one sample of 'search on this data,
+    then train' (mean ± std over all of them; with one search, that architecture's own)."""
+    import statistics
+
+    accs = [a for f in finals for a in f["per_seed"]]
+    return {"test_accuracy_mean": statistics.fmean(accs), "test_accuracy_std": statistics.stdev(accs) if len(accs) > 1 else None,
+            "searches": len(finals), "per_search": [f["test_accuracy_mean"] for f in finals], "n": len(accs)}
+
+
 def clearly_better(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Mean ahead by more than the two standard deviations together (1-sigma bands do not touch)."""
     (ma, sa), (mb, sb) = _ms(a), _ms(b)
@@ -444,8 +464,10 @@ def summarize(cfg: BenchConfig, teacher: dict[str, Any], data: dict[str, Any], s
 
     rows = []
     for s in searches:
-        rows.append({**{k: s[k] for k in ("algo", "source", "space", "choices", "flops", "params", "search_seconds")},
-                     "final": finals[f"{s['algo']}-{s['source']}"]})
+        rows.append({**{k: s[k] for k in ("algo", "source", "repeat", "space", "choices", "flops", "params",
+                                          "search_seconds")},
+                     "search_seed": s.get("search_seed", cfg.seed + s["repeat"]),
+                     "final": finals[f"{s['algo']}-{s['source']}{_rep(s['repeat'])}"]})
     spread = {}
     for algo, rs in random_sets.items():
         accs = [finals[f"random-{algo}-{i}"]["test_accuracy_mean"] for i in range(len(rs))]
@@ -457,9 +479,13 @@ def summarize(cfg: BenchConfig, teacher: dict[str, Any], data: dict[str, Any], s
                         "mean_seed_std": statistics.fmean(seed_std) if seed_std else None,
                         "archs": [{"choices": r["choices"], "final": finals[f"random-{algo}-{i}"]}
                                   for i, r in enumerate(rs)]}
+    zfinal = {a: [finals[f"zeroshot-{a}{_rep(r)}"] for r in range(len(zs))] for a, zs in zeroshot.items()}
+    pooled: dict[str, dict[str, Any]] = {}
     verdicts = {}
     for algo in cfg.algos:
-        by = {r["source"]: r["final"] for r in rows if r["algo"] == algo}
+        by = {src: pool([r["final"] for r in rows if r["algo"] == algo and r["source"] == src]) for src in cfg.sources}
+        by["zeroshot"] = pool(zfinal[algo])
+        pooled[algo] = by
         syn, real = by["synthetic"], by["real"]
         (ms, _), (mr, sr) = _ms(syn), _ms(real)
         v: dict[str, Any] = {"synthetic_within_1std_of_real": ms >= mr - sr, "synthetic_minus_real": ms - mr}
@@ -467,14 +493,16 @@ def summarize(cfg: BenchConfig, teacher: dict[str, Any], data: dict[str, Any], s
             if other in by:
                 v[f"clearly_better_than_{other}"] = clearly_better(syn, by[other])
                 v[f"synthetic_minus_{other}"] = ms - _ms(by[other])[0]
-        z = finals[f"zeroshot-{algo}"]
+        z = by["zeroshot"]
         v["clearly_better_than_zeroshot"] = clearly_better(syn, z)
         v["synthetic_minus_zeroshot"] = ms - _ms(z)[0]
         if spread[algo]["mean"] is not None:
             v["synthetic_minus_random_mean"] = ms - spread[algo]["mean"]
         verdicts[algo] = v
-    zs = {a: {**z, "final": finals[f"zeroshot-{a}"]} for a, z in zeroshot.items()}
-    return {"teacher": teacher, "data": data, "searches": rows, "zeroshot": zs,
+    # zeroshot[algo]: the first repeat's record (+ its final); every repeat under "repeats"
+    zs = {a: {**z[0], "final": zfinal[a][0],
+              "repeats": [{**zr, "final": f} for zr, f in zip(z, zfinal[a], strict=True)]} for a, z in zeroshot.items()}
+    return {"teacher": teacher, "data": data, "searches": rows, "zeroshot": zs, "pooled": pooled,
             "random": spread, "ranking": _ranking_public(ranking), "verdicts": verdicts,
             "targets_met": {
                 "synthetic_within_1std_of_real": all(v["synthetic_within_1std_of_real"] for v in verdicts.values()),

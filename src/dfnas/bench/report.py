@@ -64,14 +64,11 @@ def plot_bars(res: dict[str, Any], path: Path) -> None:
     for j, kind in enumerate(kinds):
         means, stds = [], []
         for a in algos:
-            if kind == "zeroshot":
-                f = res["zeroshot"][a]["final"]
-                m, s = f["test_accuracy_mean"], f["test_accuracy_std"] or 0.0
-            elif kind == "random":
+            if kind == "random":
                 r = res["random"][a]
                 m, s = (r["mean"] or 0.0), (r["std"] or 0.0)
-            else:
-                f = next(r["final"] for r in res["searches"] if r["algo"] == a and r["source"] == kind)
+            else:  # every search repeat x every training seed (the verdicts' numbers)
+                f = res["pooled"][a][kind]
                 m, s = f["test_accuracy_mean"], f["test_accuracy_std"] or 0.0
             means.append(100 * m)
             stds.append(100 * s)
@@ -109,9 +106,10 @@ def plot_flops(res: dict[str, Any], path: Path) -> None:
                 f = r["final"]
                 ax.errorbar(f["flops"] / 1e6, 100 * f["test_accuracy_mean"], yerr=100 * (f["test_accuracy_std"] or 0),
                             fmt=mk, color=COLORS[r["source"]], ms=7)
-        f = res["zeroshot"][a]["final"]
-        ax.errorbar(f["flops"] / 1e6, 100 * f["test_accuracy_mean"], yerr=100 * (f["test_accuracy_std"] or 0),
-                    fmt=mk, color=COLORS["zeroshot"], ms=7)
+        for z in _zs_repeats(res["zeroshot"][a]):
+            f = z["final"]
+            ax.errorbar(f["flops"] / 1e6, 100 * f["test_accuracy_mean"], yerr=100 * (f["test_accuracy_std"] or 0),
+                        fmt=mk, color=COLORS["zeroshot"], ms=7)
     handles = [plt.Line2D([], [], color=c, marker="o", ls="", label=lab) for lab, c in
                [*((SOURCE_LABEL[s], COLORS[s]) for s in SOURCE_LABEL), ("zero-shot proxy", COLORS["zeroshot"]),
                 ("random", COLORS["random"])]]
@@ -137,8 +135,12 @@ def plot_flops(res: dict[str, Any], path: Path) -> None:
 
 
 def _all_finals(res: dict[str, Any]) -> list[dict[str, Any]]:
-    out = [r["final"] for r in res["searches"]] + [z["final"] for z in res["zeroshot"].values()]
+    out = [r["final"] for r in res["searches"]] + [z["final"] for zs in res["zeroshot"].values() for z in _zs_repeats(zs)]
     return out + [a["final"] for r in res["random"].values() for a in r["archs"]]
+
+
+def _zs_repeats(z: dict[str, Any]) -> list[dict[str, Any]]:
+    return z.get("repeats") or [z]
 
 
 def plot_ranking(rk: dict[str, Any], path: Path) -> None:
@@ -201,19 +203,35 @@ def write_report(out: Path, res: dict[str, Any]) -> None:
         ["synthetic clearly better than the zero-shot proxy", _yes(tm["clearly_better_than_zeroshot"])],
         ["Kendall tau (synthetic vs real supernet) >= 0.7", _yes(tm["kendall_tau_ge_0.7"])],
     ])
-    d.p("'Clearly better' = the mean is ahead by more than the two standard deviations together.")
+    reps = cfg.get("search_repeats", 1)
+    d.p("'Clearly better' = the mean is ahead by more than the two standard deviations together. "
+        + (f"Every search and the zero-shot baseline ran {reps} times (search seeds "
+           f"{cfg['seed']}..{cfg['seed'] + reps - 1}); a verdict pools every found architecture's accuracies over "
+           f"all training seeds ({reps} x {len(cfg['seeds'])} per cell), so it compares search procedures, not "
+           "single draws." if reps > 1 else "Each search ran once (search seed "
+           f"{cfg['seed']}): a verdict compares single draws of the searches."))
     d.img("report_files/accuracy.png", "real test accuracy per algorithm and search data")
 
     d.h(2, "Architectures found per algorithm and data source")
     rows = []
     for r in res["searches"]:
-        rows.append([r["algo"], r["space"], SOURCE_LABEL[r["source"]], _pm(r["final"]), mflops(r["flops"]),
-                     f"{r['params'] / 1e3:.1f} k" if r.get("params") else "n/a",
+        rows.append([r["algo"], r["space"], SOURCE_LABEL[r["source"]], str(r.get("search_seed", cfg["seed"])),
+                     _pm(r["final"]), mflops(r["flops"]), f"{r['params'] / 1e3:.1f} k" if r.get("params") else "n/a",
                      f"{r['search_seconds']:.0f}" if r.get("search_seconds") is not None else "n/a"])
-    for a, z in res["zeroshot"].items():
-        rows.append([a, z["space"], f"zero-shot {z['proxy']} (no data, <= {mflops(z['max_flops'])})", _pm(z["final"]),
-                     mflops(z["flops"]), f"{z['params'] / 1e3:.1f} k", f"{z['seconds']:.0f}"])
-    d.table(["algorithm", "space", "search data", "real test acc (mean ± std)", "FLOPs", "params", "search s"], rows)
+    for a, zs in res["zeroshot"].items():
+        for z in _zs_repeats(zs):
+            rows.append([a, z["space"], f"zero-shot {z['proxy']} (no data, <= {mflops(z['max_flops'])})",
+                         str(cfg["seed"] + z.get("repeat", 0)), _pm(z["final"]), mflops(z["flops"]),
+                         f"{z['params'] / 1e3:.1f} k", f"{z['seconds']:.0f}"])
+    d.table(["algorithm", "space", "search data", "search seed", "real test acc (mean ± std over training seeds)",
+             "FLOPs", "params", "search s"], rows)
+    if res.get("pooled") and reps > 1:
+        d.h(3, f"Pooled over the {reps} searches")
+        kinds = [k for k in (*SOURCE_LABEL, "zeroshot") if any(k in p for p in res["pooled"].values())]
+        d.table(["algorithm", *[SOURCE_LABEL.get(k, "zero-shot") for k in kinds]],
+                [[a, *[_pm(p[k]) + " (" + ", ".join(pct(x) for x in p[k]["per_search"]) + ")" for k in kinds]]
+                 for a, p in res["pooled"].items()])
+        d.p("Mean ± std over every search's architecture and every training seed; in brackets, each search's mean.")
     d.h(3, "Verdicts")
     vrows = []
     for a, v in res["verdicts"].items():
@@ -287,9 +305,14 @@ def _tau(v: float | None) -> str:
 def format_summary(res: dict[str, Any], out: Path) -> str:
     lines = [f"dfnas bench: done ({out})"]
     for r in res["searches"]:
-        lines.append(f"  {r['algo']:<9} {SOURCE_LABEL[r['source']]:<24} {_pm(r['final']):>18}  {mflops(r['flops'])}")
-    for a, z in res["zeroshot"].items():
-        lines.append(f"  {a:<9} {'zero-shot ' + z['proxy']:<24} {_pm(z['final']):>18}  {mflops(z['flops'])}")
+        lines.append(f"  {r['algo']:<9} {SOURCE_LABEL[r['source']]:<24} {_pm(r['final']):>18}  {mflops(r['flops'])}"
+                     + (f"  (search seed {r['search_seed']})" if r.get("repeat") else ""))
+    for a, zs in res["zeroshot"].items():
+        for z in _zs_repeats(zs):
+            lines.append(f"  {a:<9} {'zero-shot ' + z['proxy']:<24} {_pm(z['final']):>18}  {mflops(z['flops'])}")
+    if any(p["real"]["searches"] > 1 for p in res.get("pooled", {}).values()):
+        for a, p in res["pooled"].items():
+            lines.append(f"  {a:<9} pooled: " + ", ".join(f"{SOURCE_LABEL.get(k, 'zero-shot')} {_pm(f)}" for k, f in p.items()))
     for a, r in res["random"].items():
         lines.append(f"  {a:<9} random ({r['space']}) mean {pct(r['mean'])}, spread {pct(r['best_minus_worst'])}")
     rk = res.get("ranking")
