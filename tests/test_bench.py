@@ -253,4 +253,7 @@ def test_search_repeats_are_pooled_in_the_verdicts(tmp_path: Path) -> None:
     v, p = res["verdicts"]["spos"], res["pooled"]["spos"]
     assert v["synthetic_minus_real"] == pytest.approx(p["synthetic"]["test_accuracy_mean"] - p["real"]["test_accuracy_mean"])
     assert v["clearly_better_than_zeroshot"] == clearly_better(p["synthetic"], p["zeroshot"])
+    assert v["reference_real"]["clearly_better_than_noise"] == clearly_better(p["real"], p["noise"])
+    assert v["reference_real"]["real_minus_zeroshot"] == pytest.approx(
+        p["real"]["test_accuracy_mean"] - p["zeroshot"]["test_accuracy_mean"])
     assert "Pooled over the 2 searches" in (out / "report.md").read_text()

@@ -496,6 +496,9 @@ def summarize(cfg: BenchConfig, teacher: dict[str, Any], data: dict[str, Any], s
         z = by["zeroshot"]
         v["clearly_better_than_zeroshot"] = clearly_better(syn, z)
         v["synthetic_minus_zeroshot"] = ms - _ms(z)[0]
+        # the same questions asked of real data: a target real data cannot meet says the task can't tell
+        v["reference_real"] = {f"clearly_better_than_{o}": clearly_better(real, by[o]) for o in ("noise", "zeroshot") if o in by}
+        v["reference_real"].update({f"real_minus_{o}": mr - _ms(by[o])[0] for o in ("noise", "zeroshot") if o in by})
         if spread[algo]["mean"] is not None:
             v["synthetic_minus_random_mean"] = ms - spread[algo]["mean"]
         verdicts[algo] = v
