@@ -392,14 +392,14 @@ def _run_jobs(b: Bench) -> dict[str, Any]:
                        "online": cfg.search_online_teacher and src != "real"}
                 name = f"{algo}-{src}{_rep(r)}"
                 searches.append({**b.job(f"search-{name}", key, lambda a=algo, s=src, r=r: _search_job(b, a, s, r),
-                                         b.out / "search" / name), "repeat": r})
+                                         b.out / "search" / name), "repeat": r})  # records from before repeats lack it
     zeroshot: dict[str, list[dict[str, Any]]] = {}
     for algo in cfg.algos:
         # the same FLOPs budget as the searches: the largest architecture this algorithm found
         budget = max(s["flops"] for s in searches if s["algo"] == algo)
         key = {"z": to_dict(cfg.zeroshot), "space": to_dict(cfg.search_config(algo))["space_args"],
                "budget": budget, "seed": cfg.seed, "sampler": "shrink-to-budget, valid"}
-        zeroshot[algo] = [b.job(f"zeroshot-{algo}{_rep(r)}", {**key, "seed": cfg.seed + r} if r else key,
+        zeroshot[algo] = [b.job(f"zeroshot-{algo}{_rep(r)}", {**key, "seed": cfg.seed + r},
                                 lambda a=algo, bd=budget, r=r: _zeroshot_job(b, a, bd, r)) for r in reps]
     random_sets = {algo: _random_archs(b, algo) for algo in cfg.algos}
 
