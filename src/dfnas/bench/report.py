@@ -106,7 +106,7 @@ def plot_flops(res: dict[str, Any], path: Path) -> None:
                 f = r["final"]
                 ax.errorbar(f["flops"] / 1e6, 100 * f["test_accuracy_mean"], yerr=100 * (f["test_accuracy_std"] or 0),
                             fmt=mk, color=COLORS[r["source"]], ms=7)
-        for z in _zs_repeats(res["zeroshot"][a]):
+        for z in res["zeroshot"][a]["repeats"]:
             f = z["final"]
             ax.errorbar(f["flops"] / 1e6, 100 * f["test_accuracy_mean"], yerr=100 * (f["test_accuracy_std"] or 0),
                         fmt=mk, color=COLORS["zeroshot"], ms=7)
@@ -135,12 +135,8 @@ def plot_flops(res: dict[str, Any], path: Path) -> None:
 
 
 def _all_finals(res: dict[str, Any]) -> list[dict[str, Any]]:
-    out = [r["final"] for r in res["searches"]] + [z["final"] for zs in res["zeroshot"].values() for z in _zs_repeats(zs)]
+    out = [r["final"] for r in res["searches"]] + [z["final"] for zs in res["zeroshot"].values() for z in zs["repeats"]]
     return out + [a["final"] for r in res["random"].values() for a in r["archs"]]
-
-
-def _zs_repeats(z: dict[str, Any]) -> list[dict[str, Any]]:
-    return z.get("repeats") or [z]
 
 
 def plot_ranking(rk: dict[str, Any], path: Path) -> None:
@@ -203,7 +199,7 @@ def write_report(out: Path, res: dict[str, Any]) -> None:
         ["synthetic clearly better than the zero-shot proxy", _yes(tm["clearly_better_than_zeroshot"])],
         ["Kendall tau (synthetic vs real supernet) >= 0.7", _yes(tm["kendall_tau_ge_0.7"])],
     ])
-    reps = cfg.get("search_repeats", 1)
+    reps = cfg["search_repeats"]
     d.p("'Clearly better' = the mean is ahead by more than the two standard deviations together. "
         + (f"Every search and the zero-shot baseline ran {reps} times (search seeds "
            f"{cfg['seed']}..{cfg['seed'] + reps - 1}); a verdict pools every found architecture's accuracies over "
@@ -215,17 +211,17 @@ def write_report(out: Path, res: dict[str, Any]) -> None:
     d.h(2, "Architectures found per algorithm and data source")
     rows = []
     for r in res["searches"]:
-        rows.append([r["algo"], r["space"], SOURCE_LABEL[r["source"]], str(r.get("search_seed", cfg["seed"])),
+        rows.append([r["algo"], r["space"], SOURCE_LABEL[r["source"]], str(r["search_seed"]),
                      _pm(r["final"]), mflops(r["flops"]), f"{r['params'] / 1e3:.1f} k" if r.get("params") else "n/a",
                      f"{r['search_seconds']:.0f}" if r.get("search_seconds") is not None else "n/a"])
     for a, zs in res["zeroshot"].items():
-        for z in _zs_repeats(zs):
+        for z in zs["repeats"]:
             rows.append([a, z["space"], f"zero-shot {z['proxy']} (no data, <= {mflops(z['max_flops'])})",
-                         str(cfg["seed"] + z.get("repeat", 0)), _pm(z["final"]), mflops(z["flops"]),
+                         str(cfg["seed"] + z["repeat"]), _pm(z["final"]), mflops(z["flops"]),
                          f"{z['params'] / 1e3:.1f} k", f"{z['seconds']:.0f}"])
     d.table(["algorithm", "space", "search data", "search seed", "real test acc (mean ± std over training seeds)",
              "FLOPs", "params", "search s"], rows)
-    if res.get("pooled") and reps > 1:
+    if reps > 1:
         d.h(3, f"Pooled over the {reps} searches")
         kinds = [k for k in (*SOURCE_LABEL, "zeroshot") if any(k in p for p in res["pooled"].values())]
         d.table(["algorithm", *[SOURCE_LABEL.get(k, "zero-shot") for k in kinds]],
@@ -316,9 +312,9 @@ def format_summary(res: dict[str, Any], out: Path) -> str:
         lines.append(f"  {r['algo']:<9} {SOURCE_LABEL[r['source']]:<24} {_pm(r['final']):>18}  {mflops(r['flops'])}"
                      + (f"  (search seed {r['search_seed']})" if r.get("repeat") else ""))
     for a, zs in res["zeroshot"].items():
-        for z in _zs_repeats(zs):
+        for z in zs["repeats"]:
             lines.append(f"  {a:<9} {'zero-shot ' + z['proxy']:<24} {_pm(z['final']):>18}  {mflops(z['flops'])}")
-    if any(p["real"]["searches"] > 1 for p in res.get("pooled", {}).values()):
+    if res["config"]["search_repeats"] > 1:
         for a, p in res["pooled"].items():
             lines.append(f"  {a:<9} pooled: " + ", ".join(f"{SOURCE_LABEL.get(k, 'zero-shot')} {_pm(f)}" for k, f in p.items()))
     for a, r in res["random"].items():

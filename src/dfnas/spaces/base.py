@@ -10,6 +10,7 @@ SPOS uniform single path. `fix(model, arch)` turns a supernet into the fixed net
 
 from __future__ import annotations
 
+import math
 import random
 from collections import OrderedDict
 from collections.abc import Callable
@@ -146,10 +147,7 @@ def most_likely_valid(model: nn.Module, arch: Arch, probs: dict[str, torch.Tenso
     labels = [k for k in probs if k in arch]
     names = {m.label: m.names for m in model.modules() if isinstance(m, LayerChoice)}
     sizes = [len(probs[k]) for k in labels]
-    total = 1
-    for n in sizes:
-        total *= n
-    if not labels or total > max_archs:
+    if not labels or math.prod(sizes) > max_archs:
         return arch
     logp = torch.zeros(sizes)
     for i, k in enumerate(labels):
