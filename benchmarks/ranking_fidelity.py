@@ -11,7 +11,8 @@ seed, initial weights, sampled paths and number of SGD steps, one on the real MN
 (cross-entropy), one on a dfnas synthetic set from the bundled `mnist-cnn` teacher (KD to the
 stored logits, T = 3), and a third on real data with another seed (the ceiling: how well real
 data agrees with itself). A fixed-seed sample of architectures is scored by each as SPOS scores
-evolution candidates (BN recalibration, then top-1 on its own whole val split). Reported:
+evolution candidates (BN recalibration, then --score: minus the loss by default, or top-1, on
+its own whole val split; the taus of the other score are printed too). Reported:
 Kendall tau-b synthetic vs real (the headline), real vs reseeded real, the synthetic weights
 scored on real val, and, for a subset, tau against short from-scratch training on real data.
 Last line: JSON {metric, value, reference, ratio} with value = tau(synthetic, real) and
@@ -86,6 +87,9 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=None, help="synthetic images per class per round")
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--synth-steps", type=int, default=None)
+    ap.add_argument("--score", default="loss", choices=["loss", "top1"],
+                    help="what scores an architecture on a supernet's val split (the other is reported too)")
+    ap.add_argument("--bn-batches", type=int, default=16, help="train batches that recalibrate BN per architecture")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workdir", default=None, help="keep the synthetic set and scratch runs here")
@@ -112,7 +116,8 @@ def main() -> None:
     syn = load_source(str(syn_dir))
     cfg = from_dict(SearchConfig, {"algo": "spos", "space": args.space, "space_args": SPACE_ARGS[args.space],
                                    "epochs": args.epochs, "batch_size": 32, "lr": 0.05, "seed": args.seed,
-                                   "spos": {"bn_batches": 4, "val_batches": 0}})
+                                   "spos": {"bn_batches": args.bn_batches, "val_batches": 0,
+                                                                             "score": args.score}})
     res = ranking_check(real, syn, cfg, args.archs, args.steps, args.epochs, reseeded=True)
     archs, scores = res["archs"], res["scores"]
     print(f"supernets trained: {args.steps} steps each, seconds {res['train_seconds']}, synthetic set {len(syn)} "
@@ -122,6 +127,7 @@ def main() -> None:
               f"synthetic {scores['synthetic'][i]:.4f}  synthetic@real-val {scores['synthetic_on_real_val'][i]:.4f}",
               file=sys.stderr)
     result: dict[str, Any] = {k: v for k, v in res.items() if k.startswith("tau_")}
+    result["other_score"] = res["other_score"]
     result.update({"real_score_range": [min(scores["real"]), max(scores["real"])],
                    "synthetic_score_range": [min(scores["synthetic"]), max(scores["synthetic"])]})
     if args.scratch:
@@ -135,7 +141,8 @@ def main() -> None:
         })
     value = result["tau_synthetic_vs_real"]
     settings = {k: getattr(args, k) for k in ("quick", "space", "archs", "steps", "epochs", "scratch", "scratch_epochs",
-                                              "per_class", "rounds", "synth_steps", "seed", "threads")}
+                                              "per_class", "rounds", "synth_steps", "score", "bn_batches", "seed",
+                                              "threads")}
     print(json.dumps({"settings": settings, "space_args": SPACE_ARGS[args.space], "synthetic_images": len(syn),
                       "synthetic_dir": str(syn_dir), "train_seconds": res["train_seconds"],
                       "score_seconds": res["score_seconds"],

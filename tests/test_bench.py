@@ -56,6 +56,7 @@ def test_partial_sections_keep_bench_defaults() -> None:
     ({"proxyless": {"space": "darts"}}, "proxyless.space"),
     ({"darts": {"space_args": {"width": 3}}}, "darts.space_args"),
     ({"final_per_class": 0}, "final_per_class"),
+    ({"ranking": {"score": "acc"}}, "ranking.score"),
 ])
 def test_bad_config_is_one_line_error(data: dict, needle: str) -> None:
     with pytest.raises(DfnasError) as e:
@@ -161,6 +162,10 @@ def test_quick_bench_outputs_are_consistent(bench: tuple[Path, dict]) -> None:
     first = [a["choices"] for a in res["random"][cfg["ranking"]["algo"]]["archs"]]
     assert rk["archs"][:len(first)] == first  # the from-scratch subset is ranked too
     assert len(rk["scores"]["real_reseeded"]) == len(rk["archs"]) and "tau_real_vs_real_reseeded" in rk
+    # the headline score is minus the val loss; top-1's taus come from the same measurements
+    assert rk["score"] == "loss" and rk["other_score"]["score"] == "top1"
+    assert rk["scores"]["real"] == [-m["loss"] for m in rk["measured"]["real"]]
+    assert "tau_real_vs_real_reseeded" in rk["other_score"] and "tau_synthetic_vs_real_reseeded" in rk
     assert "Kendall tau" in (out / "report.md").read_text()
     noise = res["data"]["noise"]
     assert sum(noise["per_class"]) == noise["images"] == len(load_source(str(out / "data" / "synthetic")))
@@ -257,3 +262,18 @@ def test_search_repeats_are_pooled_in_the_verdicts(tmp_path: Path) -> None:
     assert v["reference_real"]["real_minus_zeroshot"] == pytest.approx(
         p["real"]["test_accuracy_mean"] - p["zeroshot"]["test_accuracy_mean"])
     assert "Pooled over the 2 searches" in (out / "report.md").read_text()
+
+
+def test_search_job_key_ignores_other_algorithms_sections() -> None:
+    """A new SPOS option must not redo DARTS searches; random search does read spos.flops_limit."""
+    import dataclasses
+
+    from dfnas.bench.protocol import search_key
+
+    cfg = build_config({})
+    d = cfg.search_config("darts")
+    d2 = dataclasses.replace(d, spos=dataclasses.replace(d.spos, score="loss", population=3))
+    assert search_key(d) == search_key(d2)
+    assert search_key(d) != search_key(dataclasses.replace(d, darts=dataclasses.replace(d.darts, arch_lr=0.1)))
+    r = dataclasses.replace(d, algo="random")
+    assert search_key(r) != search_key(dataclasses.replace(r, spos=dataclasses.replace(r.spos, flops_limit=1.0)))

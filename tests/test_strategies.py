@@ -326,6 +326,23 @@ def test_bn_recalibration_sets_exact_batch_statistics() -> None:
     assert bn.momentum == 0.1  # restored
 
 
+def test_candidate_score_orders_by_the_chosen_metric() -> None:
+    from dfnas.strategies.spos import candidate_score
+
+    sharp, lucky = {"acc": 0.90, "loss": 0.30}, {"acc": 0.92, "loss": 0.60}
+    assert candidate_score(lucky, "top1") > candidate_score(sharp, "top1")
+    assert candidate_score(sharp, "loss") > candidate_score(lucky, "loss")
+    tie = {"acc": 0.92, "loss": 0.40}
+    assert candidate_score(tie, "top1") > candidate_score(lucky, "top1")  # equal top-1: the lower loss wins
+
+
+def test_spos_loss_score_reaches_the_evolution() -> None:
+    torch.manual_seed(0)
+    cfg = make_cfg(algo="spos", spos={"flops_limit": 1e9, "score": "loss"})
+    res = run_search(cfg, toy_source(), None, progress=False, supernet=ToyChain())
+    assert res["search"]["val_score"] < 0  # minus a cross-entropy, not a top-1 in [0, 1]
+
+
 def test_spos_scores_differ_with_recalibration_per_candidate() -> None:
     torch.manual_seed(0)
     cfg = make_cfg(algo="spos", spos={"flops_limit": 1e9})

@@ -36,7 +36,7 @@ import torch
 
 from dfnas import __version__
 from dfnas.bench.config import QUICK, SOURCES, BenchConfig
-from dfnas.config import apply_overrides, dump_yaml, from_dict, to_dict
+from dfnas.config import SearchConfig, apply_overrides, dump_yaml, from_dict, to_dict
 from dfnas.data import Source, load_source
 from dfnas.errors import DfnasError
 from dfnas.io import atomic_write_json, atomic_write_text, derive_seed, read_json
@@ -301,17 +301,31 @@ def _final_job(b: Bench, name: str, arch: dict[str, Any]) -> dict[str, Any]:
             "train_seconds": m["wall_seconds"]}
 
 
+STRATEGY_SECTIONS = ("darts", "proxyless", "spos", "random")
+
+
+def search_key(s: SearchConfig) -> dict[str, Any]:
+    """The search's settings without the sections its algorithm never reads, so a new option
+    of one algorithm does not redo every other algorithm's searches (random reads spos.flops_limit)."""
+    d = to_dict(s)
+    keep = {s.algo, "spos"} if s.algo == "random" else {s.algo}
+    return {k: v for k, v in d.items() if k not in STRATEGY_SECTIONS or k in keep}
+
+
 def _ranking_job(b: Bench, algo: str, first: list[dict[str, Any]]) -> dict[str, Any]:
     from dfnas.bench.ranking import ranking_check
     from dfnas.teachers.online import OnlineTeacher
 
     r = b.cfg.ranking
     s = b.cfg.search_config(algo)
-    s = dataclasses.replace(s, spos=dataclasses.replace(s.spos, bn_batches=r.bn_batches, val_batches=r.val_batches))
+    s = dataclasses.replace(s, spos=dataclasses.replace(s.spos, bn_batches=r.bn_batches, val_batches=r.val_batches,
+                                                        score=r.score))
     online = OnlineTeacher(b.teacher, b.source("synthetic").spec) if b.cfg.search_online_teacher else None
     res = ranking_check(b.source("real"), b.source("synthetic"), s, r.archs, r.steps, r.epochs,
                         first=[a["choices"] for a in first], teacher=online, reseeded=r.reseeded)
-    return {**res, **{k: _finite(v) for k, v in res.items() if k.startswith("tau_")}, "algo": algo}
+    fin = {k: _finite(v) for k, v in res.items() if k.startswith("tau_")}
+    other = {k: _finite(v) if k.startswith("tau_") else v for k, v in res["other_score"].items()}
+    return {**res, **fin, "other_score": other, "algo": algo}
 
 
 # ----------------------------------------------------------------------------- folder
@@ -388,7 +402,7 @@ def _run_jobs(b: Bench) -> dict[str, Any]:
     for algo in cfg.algos:
         for src in cfg.sources:
             for r in reps:
-                key = {"search": to_dict(cfg.search_config(algo, r)), "data": b.source(src).identity,
+                key = {"search": search_key(cfg.search_config(algo, r)), "data": b.source(src).identity,
                        "online": cfg.search_online_teacher and src != "real"}
                 name = f"{algo}-{src}{_rep(r)}"
                 searches.append({**b.job(f"search-{name}", key, lambda a=algo, s=src, r=r: _search_job(b, a, s, r),
@@ -419,7 +433,7 @@ def _run_jobs(b: Bench) -> dict[str, Any]:
         r_algo = cfg.ranking.algo if cfg.ranking.algo in random_sets else cfg.algos[-1]
         key = {"r": to_dict(cfg.ranking), "search": to_dict(cfg.search_config(r_algo)),
                "real": b.source("real").identity, "syn": b.source("synthetic").identity,
-               "first": [a["choices"] for a in random_sets[r_algo]], "paths": "valid only",
+               "first": [a["choices"] for a in random_sets[r_algo]], "paths": "valid only", "cross_seed_tau": True,
                **({"online": True} if cfg.search_online_teacher else {})}  # keeps earlier offline keys
         ranking = b.job("ranking", key, lambda: _ranking_job(b, r_algo, random_sets[r_algo]))
         ranking["scratch"] = [finals[f"random-{r_algo}-{i}"]["test_accuracy_mean"] for i in range(len(random_sets[r_algo]))]

@@ -17,6 +17,7 @@ from dfnas.pipeline_report import Doc, mflops, pct
 
 SOURCE_LABEL = {"real": "real data", "synthetic": "dfnas synthetic", "plain": "plain inversion",
                 "noise": "teacher-labelled noise"}
+SCORE_LABEL = {"top1": "top-1", "loss": "the loss"}
 COLORS = {"real": "#1f77b4", "synthetic": "#2ca02c", "plain": "#ff7f0e", "noise": "#7f7f7f",
           "zeroshot": "#9467bd", "random": "#8c564b"}
 
@@ -139,34 +140,45 @@ def _all_finals(res: dict[str, Any]) -> list[dict[str, Any]]:
     return out + [a["final"] for r in res["random"].values() for a in r["archs"]]
 
 
+def _ranks(v: list[float]) -> list[int]:
+    """1 = highest score (scores of different supernets are on different scales; ranks are not)."""
+    order = sorted(range(len(v)), key=lambda i: -v[i])
+    r = [0] * len(v)
+    for pos, i in enumerate(order, 1):
+        r[i] = pos
+    return r
+
+
 def plot_ranking(rk: dict[str, Any], path: Path) -> None:
     plt = _plt()
-    s = rk["scores"]
+    s = {k: _ranks(v) for k, v in rk["scores"].items()}
     fig, axes = plt.subplots(1, 2 if rk.get("scratch") else 1, figsize=(9 if rk.get("scratch") else 4.6, 4.0),
                              squeeze=False)
     ax = axes[0][0]
-    ax.scatter([100 * v for v in s["real"]], [100 * v for v in s["synthetic"]], s=18, color=COLORS["synthetic"],
-               label="synthetic-data supernet")
+    ax.scatter(s["real"], s["synthetic"], s=18, color=COLORS["synthetic"], label="synthetic-data supernet")
     if "real_reseeded" in s:
-        ax.scatter([100 * v for v in s["real"]], [100 * v for v in s["real_reseeded"]], s=18, marker="x",
-                   color="0.5", label="real data, another seed")
+        ax.scatter(s["real"], s["real_reseeded"], s=18, marker="x", color="0.5", label="real data, another seed")
         ax.legend(fontsize=7)
-    ax.set_xlabel("score of the real-data supernet (real val top-1, %)")
-    ax.set_ylabel("score of the other supernet (own val top-1, %)")
+    score = SCORE_LABEL[rk["score"]]
+    ax.set_xlabel(f"rank by the real-data supernet (by {score}, 1 = best)")
+    ax.set_ylabel("rank by the other supernet (own val)")
     tau = rk.get("tau_synthetic_vs_real")
     ax.set_title(f"{len(s['real'])} architectures, Kendall tau {tau:.2f}" if tau is not None else "Kendall tau n/a",
                  fontsize=9)
     if rk.get("scratch"):
         k = len(rk["scratch"])
         ax2 = axes[0][1]
-        ax2.scatter([100 * v for v in rk["scratch"]], [100 * v for v in s["real"][:k]], label="real supernet",
+        ax2.scatter([100 * v for v in rk["scratch"]], _ranks(rk["scores"]["real"][:k]), label="real supernet",
                     color=COLORS["real"])
-        ax2.scatter([100 * v for v in rk["scratch"]], [100 * v for v in s["synthetic"][:k]],
-                    label="synthetic supernet", color=COLORS["synthetic"])
+        ax2.scatter([100 * v for v in rk["scratch"]], _ranks(rk["scores"]["synthetic"][:k]),
+                    label="synthetic supernet", color=COLORS["synthetic"], marker="x")
         ax2.set_xlabel("from-scratch real test accuracy (%)")
-        ax2.set_ylabel("supernet score (%)")
+        ax2.set_ylabel(f"rank among these {k} by the supernet (1 = best)")
+        ax2.invert_yaxis()
         ax2.legend(fontsize=7)
         ax2.set_title(f"{k} random architectures trained from scratch", fontsize=9)
+    ax.invert_xaxis()
+    ax.invert_yaxis()
     fig.tight_layout()
     _save(fig, path)
 
@@ -257,22 +269,31 @@ def write_report(out: Path, res: dict[str, Any]) -> None:
         d.h(2, "Ranking check")
         d.p(f"Two supernets of the {rk['space']} space (the {rk['algo']} recipe, trained single-path for "
             f"{rk['steps']} steps each with the same initial weights and paths), one on real data and one on the "
-            f"dfnas synthetic set; {len(rk['archs'])} architectures scored by each (BN recalibration + top-1 on "
-            f"its own val split)."
+            f"dfnas synthetic set; {len(rk['archs'])} architectures scored by each (BN recalibration + "
+            f"{SCORE_LABEL[rk['score']]} on its own val split)."
             + (" A third supernet, on real data with another seed, shows how well real data agrees with itself: "
                "the ceiling for synthetic vs real (one draw of it: it moves with the seed and the architectures "
-               "scored)." if "tau_real_vs_real_reseeded" in rk else ""))
+               "scored). The synthetic and real supernets share initial weights and paths, which alone make "
+               "rankings agree; the synthetic supernet against the other-seed real one differs in seed as the "
+               "ceiling does, so that pair is the like-for-like comparison with it."
+               if "tau_real_vs_real_reseeded" in rk else ""))
         rrows = [["synthetic vs real supernet", _tau(rk.get("tau_synthetic_vs_real"))],
                  ["synthetic weights scored on real val vs real supernet",
                   _tau(rk.get("tau_synthetic_weights_real_val_vs_real"))]]
         if "tau_real_vs_real_reseeded" in rk:
-            rrows.append(["real supernet vs real supernet with another seed (the ceiling)",
-                          _tau(rk["tau_real_vs_real_reseeded"])])
+            rrows += [["real supernet vs real supernet with another seed (the ceiling)", _tau(rk["tau_real_vs_real_reseeded"])],
+                      ["synthetic supernet vs that other-seed real supernet (same footing as the ceiling)",
+                       _tau(rk["tau_synthetic_vs_real_reseeded"])]]
         if rk.get("scratch"):
             rrows += [[f"real supernet vs from-scratch ({len(rk['scratch'])} random archs)",
                        _tau(rk.get("tau_scratch_vs_real_supernet"))],
                       [f"synthetic supernet vs from-scratch ({len(rk['scratch'])} random archs)",
                        _tau(rk.get("tau_scratch_vs_synthetic_supernet"))]]
+        o = rk["other_score"]
+        rrows.append([f"with {SCORE_LABEL[o['score']]} as the score instead: synthetic vs real"
+                      + (" / the ceiling" if "tau_real_vs_real_reseeded" in o else ""),
+                      _tau(o.get("tau_synthetic_vs_real"))
+                      + (f" / {_tau(o['tau_real_vs_real_reseeded'])}" if "tau_real_vs_real_reseeded" in o else "")])
         d.table(["Kendall tau", "value"], rrows)
         d.img("report_files/ranking.png", "ranking scatter")
 

@@ -4,9 +4,9 @@ Phase 1: every step draws one architecture uniformly (optionally rejection-sampl
 FLOPs fall in `spos.flops_range`), activates it with `apply_arch` and takes one SGD step on
 the train split; only that path runs and gets gradients.
 Phase 2: `Evolution` under `spos.flops_limit`; every candidate gets its BatchNorm statistics
-recalibrated on the same fixed training batches before it is scored (top-1 on the val
-split; agreement with the teacher's top-1 for synthetic data), so candidates are compared
-with statistics of their own path, not the supernet's mixture.
+recalibrated on the same fixed training batches before it is scored (`spos.score`: minus the
+val loss, KD to the stored soft labels for synthetic data; or top-1 as in the paper), so
+candidates are compared with statistics of their own path, not the supernet's mixture.
 Checkpoints: per epoch in phase 1, per generation in phase 2.
 """
 
@@ -25,6 +25,7 @@ from dfnas.strategies.base import SearchResult, Strategy
 from dfnas.strategies.common import (
     CostModel,
     SearchContext,
+    SearchData,
     evaluate,
     flops_cost_model,
     recalibrate_bn,
@@ -32,6 +33,11 @@ from dfnas.strategies.common import (
     weight_optimizer,
 )
 from dfnas.strategies.evolution import Evolution
+
+
+def candidate_score(res: dict[str, float], metric: str) -> float:
+    """Higher is better: top-1 (ties broken by loss) or minus the loss."""
+    return res["acc"] - 1e-6 * res["loss"] if metric == "top1" else -res["loss"]
 
 
 class SposStrategy(Strategy):
@@ -52,13 +58,17 @@ class SposStrategy(Strategy):
         raise DfnasError(f"no architecture found within spos.flops_range={list(rngs)} MFLOPs after 1000 draws; widen the range")
 
     def score(self, model: nn.Module, ctx: SearchContext, arch: Arch) -> float:
-        """BN recalibration on fixed train batches, then top-1 on fixed val batches."""
+        """BN recalibration on fixed train batches, then `spos.score` on fixed val batches."""
+        return candidate_score(self.measure(model, ctx, arch), self.cfg.spos.score)
+
+    def measure(self, model: nn.Module, ctx: SearchContext, arch: Arch, val: SearchData | None = None) -> dict[str, float]:
+        """Val loss and top-1 of `arch` after BN recalibration on this data's train batches
+        (`val`: score on another source's val split instead of this one's)."""
         sc = self.cfg.spos
         apply_arch(model, arch)
         recalibrate_bn(model, ctx.data.batches("train", "bn-recal", train_aug=False, limit=sc.bn_batches))
-        res = evaluate(model, ctx.data.batches("val", "score", train_aug=False, limit=sc.val_batches),
-                       self.cfg.kd_temperature)
-        return res["acc"] - 1e-6 * res["loss"]  # ties broken by loss
+        return evaluate(model, (val or ctx.data).batches("val", "score", train_aug=False, limit=sc.val_batches),
+                        self.cfg.kd_temperature)
 
     def train_step(self, model: nn.Module, x: torch.Tensor, t: torch.Tensor, rng: random.Random) -> float:
         """One SGD step of the supernet on one uniformly drawn path."""
