@@ -75,10 +75,8 @@ class BenchConfig:
     darts: SearchConfig = dataclasses.field(default_factory=lambda: _search("darts", "nb201"))
     # single-path supernets learn far slower than DARTS's mixed ops: 30 x 9 steps left SPOS's at
     # 15-30 % val top-1, so they get 30 x 30 (DARTS's reaches 75 % in 30 x 9)
-    # hw_mode add: `mul` scales the FLOPs pressure with the loss, and KD at T = 3 (x T^2) is ~2.3x
-    # real data's cross-entropy, so every teacher-labelled source was pushed to the cheapest net
     proxyless: SearchConfig = dataclasses.field(default_factory=lambda: _search(
-        "proxyless", "proxyless", max_steps_per_epoch=30, proxyless={"hw_mode": "add"}))
+        "proxyless", "proxyless", max_steps_per_epoch=30))
     spos: SearchConfig = dataclasses.field(default_factory=lambda: _search(
         "spos", "spos", max_steps_per_epoch=30, spos={"population": 12, "generations": 3, "topk": 4, "mutation": 4, "crossover": 4,
                               "bn_batches": 4, "val_batches": 0}))
