@@ -140,13 +140,11 @@ def _all_finals(res: dict[str, Any]) -> list[dict[str, Any]]:
     return out + [a["final"] for r in res["random"].values() for a in r["archs"]]
 
 
-def _ranks(v: list[float]) -> list[int]:
+def _ranks(v: list[float]) -> list[float]:
     """1 = highest score (scores of different supernets are on different scales; ranks are not)."""
-    order = sorted(range(len(v)), key=lambda i: -v[i])
-    r = [0] * len(v)
-    for pos, i in enumerate(order, 1):
-        r[i] = pos
-    return r
+    from scipy.stats import rankdata  # the ranking check that made these scores needs scipy too
+
+    return [float(r) for r in rankdata([-x for x in v], method="ordinal")]
 
 
 def plot_ranking(rk: dict[str, Any], path: Path) -> None:
