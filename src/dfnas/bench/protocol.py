@@ -323,9 +323,12 @@ def _ranking_job(b: Bench, algo: str, first: list[dict[str, Any]]) -> dict[str, 
     online = OnlineTeacher(b.teacher, b.source("synthetic").spec) if b.cfg.search_online_teacher else None
     res = ranking_check(b.source("real"), b.source("synthetic"), s, r.archs, r.steps, r.epochs,
                         first=[a["choices"] for a in first], teacher=online, reseeded=r.reseeded)
-    fin = {k: _finite(v) for k, v in res.items() if k.startswith("tau_")}
-    other = {k: _finite(v) if k.startswith("tau_") else v for k, v in res["other_score"].items()}
-    return {**res, **fin, "other_score": other, "algo": algo}
+    return {**_finite_taus(res), "other_score": _finite_taus(res["other_score"]), "algo": algo}
+
+
+def _finite_taus(d: dict[str, Any]) -> dict[str, Any]:
+    """`d` with every tau_* made JSON-safe (nan -> None)."""
+    return {k: _finite(v) if k.startswith("tau_") else v for k, v in d.items()}
 
 
 # ----------------------------------------------------------------------------- folder
