@@ -229,6 +229,19 @@ def test_shipped_bench_config_is_the_default_and_quick_wins_over_it() -> None:
     assert build_config(load_yaml(path), quick=True) == build_config({}, quick=True)
 
 
+def test_clutter_bench_config_changes_only_the_task() -> None:
+    """configs/bench-clutter.yaml is the documented regime on mnist-clutter, nothing else."""
+    import dataclasses
+
+    from dfnas.config import load_yaml
+
+    cfg = build_config(load_yaml(Path(__file__).resolve().parents[1] / "configs" / "bench-clutter.yaml"))
+    task = {"teacher": dataclasses.replace(cfg.teacher, ref="mnist-cnn"), "train_data": "mnist",
+            "test_data": "mnist", "out": "runs/bench"}
+    assert dataclasses.replace(cfg, **task) == build_config({})
+    assert (cfg.teacher.ref, cfg.train_data, cfg.test_data) == ("mnist-clutter-cnn", "mnist-clutter", "mnist-clutter")
+
+
 def test_ranking_supernet_learns_from_the_online_teacher_when_asked() -> None:
     """search_online_teacher also reaches the ranking check's synthetic supernet."""
     from dfnas.bench.ranking import Supernet

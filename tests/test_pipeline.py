@@ -19,7 +19,7 @@ import torch
 from dfnas.cli import main
 from dfnas.config import RunConfig, from_dict, load_yaml
 from dfnas.errors import DfnasError
-from dfnas.pipeline import DEMO, STAGES, resolve, run_pipeline, validate
+from dfnas.pipeline import DEMO, STAGES, default_test_data, resolve, run_pipeline, validate
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PAPER = ("darts-cifar10.yaml", "spos-imagenet.yaml", "proxyless-imagenet.yaml")
@@ -168,12 +168,21 @@ def test_demo_yaml_is_the_embedded_default() -> None:
     assert load_yaml(CONFIGS / "demo.yaml") == DEMO
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml") if p.name != "bench.yaml"))
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml") if not p.name.startswith("bench")))
 def test_every_config_parses(name: str) -> None:
     cfg = resolve(from_dict(RunConfig, load_yaml(CONFIGS / name)))
     if name in PAPER:  # GPU recipes: check what needs no GPU
         cfg = dataclasses.replace(cfg, device="cpu")
-    validate(resolve(cfg))  # configs/bench.yaml is a `dfnas bench` config: tests/test_bench.py
+    validate(resolve(cfg))  # configs/bench*.yaml are `dfnas bench` configs: tests/test_bench.py
+
+
+def test_bundled_teachers_default_to_their_own_test_split() -> None:
+    cfg = from_dict(RunConfig, {})
+    assert default_test_data(cfg) == "mnist"
+    cfg.teacher.ref = "mnist-clutter-cnn"
+    assert default_test_data(cfg) == "mnist-clutter"
+    cfg.teacher.ref = "my_teacher.py:build"
+    assert default_test_data(cfg) is None  # a user's teacher: only the test data they name
 
 
 def test_paper_scale_supernets_take_one_step() -> None:

@@ -90,7 +90,7 @@ class SynthConfig:
 
 @dataclasses.dataclass
 class TeacherTrainConfig:
-    """Training recipe of the bundled MNIST teacher (`dfnas teacher train mnist`)."""
+    """Training recipe of the bundled teachers (`dfnas teacher train mnist|mnist-clutter`)."""
 
     epochs: int = 30
     batch_size: int = 64
@@ -393,7 +393,7 @@ class RunConfig:
     search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
     train: RunTrainConfig = dataclasses.field(default_factory=RunTrainConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
-    test_data: str | None = None  # real labelled test set; None = MNIST test split for mnist-cnn
+    test_data: str | None = None  # real labelled test set; None = a bundled teacher's own task (mnist, mnist-clutter)
     out: str = "runs/dfnas-run"  # output folder (--out overrides)
     device: str | None = None  # when set, used by every stage (overrides the sections' device)
     seed: int | None = None  # when set, used by every stage (synth, search, train seeds = [seed])

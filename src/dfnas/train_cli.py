@@ -18,10 +18,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train a fixed architecture (arch.json) from scratch or by distillation")
     t.add_argument("--arch", required=True, help="arch.json written by dfnas search")
     t.add_argument("--data", required=True,
-                   help="mnist, npz:PATH, an ImageFolder directory (real: cross-entropy) or a dfnas synth directory (KD)")
+                   help="mnist, mnist-clutter, npz:PATH, an ImageFolder directory (real: cross-entropy) or a dfnas synth directory (KD)")
     t.add_argument("--spec", default=None, help="input spec JSON for npz:/ImageFolder data")
     t.add_argument("--test-data", default=None,
-                   help="real test set, same forms as --data (default: the bundled test split for mnist)")
+                   help="real test set, same forms as --data (default: the bundled test split for mnist or mnist-clutter)")
     t.add_argument("--teacher", default=None, help="online teacher for KD on augmented views (bundled name, file.py:factory, TorchScript)")
     t.add_argument("--teacher-weights", default=None, help="state dict for a factory teacher")
     t.add_argument("--epochs", type=int, default=None)
@@ -69,15 +69,15 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def _train(args: argparse.Namespace) -> int:
     from dfnas.arch import load_arch
-    from dfnas.data import load_source
+    from dfnas.data import TASKS, load_source
     from dfnas.train import train_arch
 
     cfg = train_config_from_args(args)
     seeds = _parse_seeds(args.seeds)
     record = load_arch(args.arch)
     source = load_source(args.data, args.spec, "train")
-    test_ref = args.test_data or ("mnist" if args.data == "mnist" else None)
-    test_source = load_source(test_ref, args.spec if test_ref != "mnist" else None, "test") if test_ref else None
+    test_ref = args.test_data or (args.data if args.data in TASKS else None)
+    test_source = load_source(test_ref, args.spec, "test") if test_ref else None
     teacher = None
     if args.teacher:
         from dfnas.teachers.online import OnlineTeacher, load_online_teacher

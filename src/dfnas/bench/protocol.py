@@ -174,7 +174,7 @@ class Bench:
             if name in ("real", "test"):
                 ref = self.cfg.train_data if name == "real" else self.cfg.test_data
                 split = "train" if name == "real" else "test"
-                self._sources[name] = load_source(ref, None if ref == "mnist" else self.teacher.spec, split)
+                self._sources[name] = load_source(ref, self.teacher.spec, split)
             elif name == "final":  # the real train subset every architecture is trained on
                 self._sources[name] = per_class_subset(self.source("real"), self.cfg.final_per_class)
             elif name in ("synthetic", "plain"):

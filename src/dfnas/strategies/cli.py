@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="search an architecture (darts, proxyless, spos, random)")
     p.add_argument("--algo", default=None, help="darts | proxyless | spos | random")
     p.add_argument("--space", default=None, help="darts | nb201 | proxyless | spos")
-    p.add_argument("--data", required=True, help="mnist, npz:PATH, an ImageFolder directory or a dfnas synth directory")
+    p.add_argument("--data", required=True, help="mnist, mnist-clutter, npz:PATH, an ImageFolder directory or a dfnas synth directory")
     p.add_argument("--spec", default=None,
                    help="input spec JSON (needed for npz: and ImageFolder data; also the --teacher's spec)")
     p.add_argument("--teacher", default=None,

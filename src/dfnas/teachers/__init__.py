@@ -1,7 +1,7 @@
 """Teachers: the pretrained classifier to invert, with its input spec.
 
 `load_teacher(ref, weights=..., spec=...)` accepts
-* a bundled name (`mnist-cnn`),
+* a bundled name (`mnist-cnn`; `mnist-clutter-cnn` for the harder `mnist-clutter` task),
 * `path/to/file.py:factory` or `package.module:factory` (+ `weights` as .safetensors or a
   .pt/.pth state dict, loaded with `weights_only=True`),
 * a TorchScript file (`model.ts`, `.pt`, `.pth`, `.jit`) saved with `torch.jit.save`,
@@ -52,7 +52,10 @@ class Teacher:
 
 
 # ------------------------------------------------------------------------------- bundled
-BUNDLED = {"mnist-cnn": ("dfnas.teachers.mnist_cnn:build", "mnist-cnn")}
+BUNDLED = {
+    "mnist-cnn": ("dfnas.teachers.mnist_cnn:build", "mnist-cnn"),
+    "mnist-clutter-cnn": ("dfnas.teachers.mnist_cnn:build", "mnist-clutter-cnn"),
+}
 
 
 def bundled_teacher_names() -> list[str]:
@@ -63,7 +66,7 @@ def bundled_record(name: str) -> dict[str, Any]:
     """The JSON record shipped next to bundled weights (spec, recipe, test accuracy)."""
     path = WEIGHTS_DIR / f"{BUNDLED[name][1]}.json"
     if not path.is_file():
-        raise DfnasError(f"bundled teacher '{name}' has no weights record; reinstall dfnas or run `dfnas teacher train mnist`")
+        raise DfnasError(f"bundled teacher '{name}' has no weights record; reinstall dfnas or run `dfnas teacher train {name.removesuffix('-cnn')}`")
     return json.loads(path.read_text())
 
 

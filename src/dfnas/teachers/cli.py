@@ -6,15 +6,16 @@ import argparse
 import json
 
 from dfnas.config import TeacherTrainConfig, apply_overrides, from_dict, to_dict
+from dfnas.data import task_names
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("teacher", help="train the bundled MNIST teacher or inspect a teacher")
+    p = sub.add_parser("teacher", help="train a bundled teacher or inspect a teacher")
     tsub = p.add_subparsers(dest="teacher_command", metavar="ACTION")
     tsub.required = True
 
     t = tsub.add_parser("train", help="train a bundled teacher from scratch (reproduces the shipped weights)")
-    t.add_argument("task", choices=["mnist"])
+    t.add_argument("task", choices=task_names(), help="the bundled task whose train split it learns")
     t.add_argument("--out", required=True, help="output folder for <name>.safetensors and <name>.json")
     t.add_argument("--epochs", type=int, default=None)
     t.add_argument("--seed", type=int, default=None)
@@ -28,13 +29,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _add_teacher_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--teacher", required=required, default=None if required else "mnist-cnn",
-                   help="bundled name (mnist-cnn), file.py:factory, package.module:factory, or a TorchScript file")
+                   help="bundled name (mnist-cnn, mnist-clutter-cnn), file.py:factory, package.module:factory, or a TorchScript file")
     p.add_argument("--weights", default=None, help="state dict for a factory teacher (.safetensors or .pt)")
     p.add_argument("--spec", default=None, help="input spec JSON (required for user teachers)")
 
 
 def _train(args: argparse.Namespace) -> int:
-    from dfnas.teachers.train import train_mnist_teacher
+    from dfnas.teachers.train import train_teacher
 
     d = apply_overrides({}, args.set)
     if args.epochs is not None:
@@ -42,7 +43,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.seed is not None:
         d["seed"] = args.seed
     cfg = from_dict(TeacherTrainConfig, d)
-    rec = train_mnist_teacher(cfg, args.out)
+    rec = train_teacher(cfg, args.out, args.task)
     print(json.dumps({k: rec[k] for k in ("test_accuracy", "train_accuracy", "train_seconds")}))
     print(f"resolved config: {to_dict(cfg)}")
     return 0

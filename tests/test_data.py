@@ -1,0 +1,90 @@
+"""The bundled tasks: the cluttered MNIST split is fixed, built as documented, and refuses
+a spec that does not fit; its bundled teacher matches its record; `dfnas teacher train`
+reproduces a record for either task."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dfnas.cli import main
+from dfnas.data import (
+    CLUTTER_SIZE,
+    _paste_max,
+    load_source,
+    mnist_clutter_split,
+    mnist_spec,
+    mnist_split,
+)
+from dfnas.errors import DfnasError
+from dfnas.teachers import load_teacher
+from dfnas.teachers.mnist_cnn import build
+from dfnas.teachers.spec import InputSpec
+
+
+def test_paste_max_matches_a_per_image_loop():
+    g = torch.Generator().manual_seed(0)
+    canvas = torch.randint(0, 256, (5, 12, 12), generator=g, dtype=torch.uint8)
+    pieces = torch.randint(0, 256, (5, 4, 6), generator=g, dtype=torch.uint8)
+    top, left = torch.tensor([0, 8, 3, 5, 1]), torch.tensor([0, 6, 2, 0, 6])
+    want = canvas.clone()
+    for i in range(5):
+        win = want[i, top[i]:top[i] + 4, left[i]:left[i] + 6]
+        want[i, top[i]:top[i] + 4, left[i]:left[i] + 6] = torch.maximum(win, pieces[i])
+    assert torch.equal(_paste_max(canvas, pieces, top, left), want)
+
+
+def test_clutter_split_is_fixed_holds_each_digit_and_keeps_mnist_labels():
+    x, y = mnist_clutter_split("train")
+    xt, yt = mnist_clutter_split("test")
+    assert x.shape == (4000, 1, CLUTTER_SIZE, CLUTTER_SIZE) and x.dtype == torch.uint8 and xt.shape[0] == 1000
+    assert torch.equal(y, mnist_split("train")[1]) and torch.equal(yt, mnist_split("test")[1])
+    assert torch.equal(mnist_clutter_split("train")[0], x)  # the same draws every call
+    digits = mnist_split("train")[0][:50, 0]
+    for i in range(50):  # max-combined: some 28x28 window is at least the digit everywhere
+        win = x[i, 0].unfold(0, 28, 1).unfold(1, 28, 1)  # (9, 9, 28, 28) windows
+        assert (win >= digits[i]).all(-1).all(-1).any(), f"digit {i} not found on its canvas"
+        assert not (x[i + 1, 0].unfold(0, 28, 1).unfold(1, 28, 1) >= digits[i]).all(-1).all(-1).any()
+    # there is clutter outside the digit: the canvas has more ink than the digit alone
+    assert (x[:50] > 0).sum() > (digits > 0).sum() * 1.2
+
+
+def test_clutter_task_refuses_a_spec_of_another_shape_and_takes_a_fitting_one():
+    with pytest.raises(DfnasError, match="mnist-clutter is 1x36x36.*use a teacher/spec made for it"):
+        load_source("mnist-clutter", mnist_spec())
+    t = load_teacher("mnist-clutter-cnn")
+    src = load_source("mnist-clutter", t.spec, "test")
+    assert src.spec is t.spec and len(src) == 1000
+    with pytest.raises(DfnasError, match="data mnist is 1x28x28"):
+        load_source("mnist", t.spec)
+
+
+def test_bundled_clutter_teacher_matches_its_record():
+    t = load_teacher("mnist-clutter-cnn")
+    x, y = mnist_clutter_split("test")
+    with torch.inference_mode():
+        acc = (t.module(t.spec.normalize(x.float() / 255)).argmax(1) == y).float().mean().item()
+    assert abs(acc - t.info["test_accuracy"]) < 1e-6  # the split and the weights are the shipped ones
+    assert acc >= 0.9
+    # the same teacher on the uncluttered task's images cannot even run: the spec keeps them apart
+    assert (t.spec.height, t.spec.width) == (CLUTTER_SIZE, CLUTTER_SIZE)
+
+
+def test_teacher_train_writes_a_loadable_record(tmp_path, capsys):
+    out = tmp_path / "t"
+    assert main(["teacher", "train", "mnist-clutter", "--out", str(out), "--epochs", "1", "--set", "width=4"]) == 0
+    rec = json.loads((out / "mnist-clutter-cnn.json").read_text())
+    assert rec["task"] == "mnist-clutter" and rec["factory_kwargs"] == {"width": 4}
+    assert not list(out.glob("*.ckpt"))  # the resume checkpoint is gone once done
+    model = build(**rec["factory_kwargs"])  # the record names the factory and its arguments
+    model.load_state_dict(load_file(str(out / "mnist-clutter-cnn.safetensors")))
+    x, y = mnist_clutter_split("test")
+    with torch.inference_mode():
+        acc = (model.eval()(InputSpec.from_dict(rec["spec"]).normalize(x.float() / 255)).argmax(1) == y).float().mean()
+    assert abs(acc.item() - rec["test_accuracy"]) < 1e-6
+    with pytest.raises(SystemExit):
+        main(["teacher", "train", "cifar", "--out", str(out)])
+    assert "invalid choice: 'cifar'" in capsys.readouterr().err
