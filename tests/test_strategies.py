@@ -327,7 +327,7 @@ def test_bn_recalibration_sets_exact_batch_statistics() -> None:
 
 
 def test_candidate_score_orders_by_the_chosen_metric() -> None:
-    from dfnas.strategies.spos import candidate_score
+    from dfnas.strategies.common import candidate_score
 
     sharp, lucky = {"acc": 0.90, "loss": 0.30}, {"acc": 0.92, "loss": 0.60}
     assert candidate_score(lucky, "top1") > candidate_score(sharp, "top1")
@@ -341,6 +341,18 @@ def test_spos_loss_score_reaches_the_evolution() -> None:
     cfg = make_cfg(algo="spos", spos={"flops_limit": 1e9, "score": "loss"})
     res = run_search(cfg, toy_source(), None, progress=False, supernet=ToyChain())
     assert res["search"]["val_score"] < 0  # minus a cross-entropy, not a top-1 in [0, 1]
+
+
+@pytest.mark.parametrize("metric", ["loss", "top1"])
+def test_random_search_keeps_the_best_sample_by_its_score(metric: str) -> None:
+    torch.manual_seed(0)
+    cfg = make_cfg(algo="random", random={"samples": 4, "score": metric})
+    m = run_search(cfg, toy_source(), None, progress=False, supernet=ToyChain())["search"]
+    assert m["score"] == metric and len(m["all_val_loss"]) == 4
+    if metric == "loss":
+        assert m["val_loss"] == min(m["all_val_loss"])
+    else:
+        assert m["val_acc"] == max(m["all_val_acc"])
 
 
 def test_spos_scores_differ_with_recalibration_per_candidate() -> None:

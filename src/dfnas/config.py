@@ -299,6 +299,7 @@ class RandomSearchConfig:
     samples: int = 8
     train_steps: int = 50  # SGD steps per sample (from scratch)
     val_batches: int = 4  # 0 = whole val split
+    score: Literal["loss", "top1"] = "loss"  # what picks the best sample; see SposSearchConfig.score
 
 
 @dataclasses.dataclass

@@ -1,6 +1,7 @@
 """`dfnas bench`: does data-free NAS find architectures as good as NAS on real data? (SPEC section 4)
 
     dfnas bench --out runs/bench                 # the documented MNIST regime
+    dfnas bench configs/bench-clutter.yaml --out runs/bench-clutter   # the harder mnist-clutter task
     dfnas bench --quick --out runs/bench-quick   # same protocol, tiny budget
 
     from dfnas.bench import build_config, run_bench

@@ -197,7 +197,8 @@ def write_report(out: Path, res: dict[str, Any]) -> None:
     d.p(f"{res['date']}, dfnas {res['dfnas']}, {res['machine']['cpus']} CPU(s), torch {res['machine']['torch']}; "
         f"teacher {cfg['teacher']['ref']} ({pct(t['test_accuracy'])} on the real test split). Every architecture is "
         f"trained from scratch on {'all' if per_class is None else f'{per_class} per class of'} the real train split "
-        f"with seeds {cfg['seeds']} ({cfg['final']['epochs']} epochs) and tested on the real test split.")
+        f"(`{cfg['train_data']}`) with seeds {cfg['seeds']} ({cfg['final']['epochs']} epochs) and tested on the real "
+        f"test split (`{cfg['test_data']}`).")
     d.code(res["command"], "sh")
 
     d.h(2, "Headline")

@@ -308,6 +308,11 @@ def arch_key(arch: Arch) -> str:
     return json.dumps(arch, sort_keys=True)
 
 
+def candidate_score(res: dict[str, float], metric: str) -> float:
+    """Higher is better: top-1 (ties broken by loss) or minus the loss (`acc`, `loss` keys)."""
+    return res["acc"] - 1e-6 * res["loss"] if metric == "top1" else -res["loss"]
+
+
 def choice_instances(model: nn.Module) -> list[LayerChoice | InputChoice]:
     """Every choice module, including repeats of a shared label (DARTS cells share labels)."""
     return [m for m in model.modules() if isinstance(m, (LayerChoice, InputChoice))]

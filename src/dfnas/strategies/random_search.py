@@ -2,13 +2,15 @@
 
 `random.samples` architectures drawn uniformly (under `spos.flops_limit` if set); each is
 cut out of a freshly initialised supernet with `fix`, trained from scratch for
-`random.train_steps` SGD steps (cosine) on the train split and scored by top-1 on the val
-split. The best is kept. Checkpoint after every scored sample.
+`random.train_steps` SGD steps (cosine) on the train split and scored on the val split by
+`random.score`: minus the val loss (default) or top-1, which ties on small val splits and
+saturates on teacher labels. The best is kept. Checkpoint after every scored sample.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import random
 
 import torch
@@ -20,6 +22,7 @@ from dfnas.strategies.base import SearchResult, Strategy
 from dfnas.strategies.common import (
     SearchContext,
     arch_key,
+    candidate_score,
     clip_grads,
     cosine,
     evaluate,
@@ -85,9 +88,8 @@ class RandomStrategy(Strategy):
             ctx.save_checkpoint({"algo": self.name, "results": results})
             ctx.epoch_end(i, r)
         bar.close()
-        best = max(results, key=lambda r: (r["val_acc"], -r["val_loss"]))
-        import json
-
-        metrics = {"val_acc": best["val_acc"], "val_loss": best["val_loss"], "samples": len(results),
-                   "all_val_acc": [r["val_acc"] for r in results]}
+        metric = self.cfg.random.score
+        best = max(results, key=lambda r: candidate_score({"acc": r["val_acc"], "loss": r["val_loss"]}, metric))
+        metrics = {"val_acc": best["val_acc"], "val_loss": best["val_loss"], "samples": len(results), "score": metric,
+                   "all_val_acc": [r["val_acc"] for r in results], "all_val_loss": [r["val_loss"] for r in results]}
         return SearchResult(json.loads(best["arch"]), metrics)

@@ -26,6 +26,7 @@ from dfnas.strategies.common import (
     CostModel,
     SearchContext,
     SearchData,
+    candidate_score,
     evaluate,
     flops_cost_model,
     recalibrate_bn,
@@ -33,11 +34,6 @@ from dfnas.strategies.common import (
     weight_optimizer,
 )
 from dfnas.strategies.evolution import Evolution
-
-
-def candidate_score(res: dict[str, float], metric: str) -> float:
-    """Higher is better: top-1 (ties broken by loss) or minus the loss."""
-    return res["acc"] - 1e-6 * res["loss"] if metric == "top1" else -res["loss"]
 
 
 class SposStrategy(Strategy):
