@@ -182,6 +182,10 @@ def test_rerun_skips_every_job(bench: tuple[Path, dict], monkeypatch: pytest.Mon
         monkeypatch.setattr(protocol, name, boom)
     again = run_bench(quick(), out, progress=False, command="pytest quick bench")
     assert again["searches"] == res["searches"] and again["ranking"] == res["ranking"]  # read back, not redone
+    # execution settings (device, amp, eval batch, progress period) change no result: nothing redone
+    fast = quick("synth.amp=true", "synth.log_every=3", "final.eval_batch_size=7", "darts.device=cpu")
+    again = run_bench(fast, out, progress=False)
+    assert again["searches"] == res["searches"] and again["random"] == res["random"]
 
 
 def test_other_config_refused_unless_force(bench: tuple[Path, dict], tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ an interrupted search resumes to the same architecture.
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -392,6 +393,10 @@ def test_resume_after_interruption_gives_same_arch(tmp_path, algo: str, crash_at
     with pytest.raises(Crash):
         run_search(cfg, src, tmp_path / "run", progress=False, supernet=net(), hooks=[CrashAfter(crash_at)])
     assert (tmp_path / "run" / "checkpoint.pt").is_file()
+    # as if the killed run had been on the GPU: the device is no part of what the folder is for
+    ident = json.loads((tmp_path / "run" / "run.json").read_text())
+    ident["config"]["device"] = "cuda:1"
+    (tmp_path / "run" / "run.json").write_text(json.dumps(ident))
     res = run_search(cfg, src, tmp_path / "run", progress=False, supernet=net())
     assert res["choices"] == ref["choices"]
     assert res["search"] == ref["search"]

@@ -63,8 +63,12 @@ def test_train_seeds_metrics_and_resume(tmp_path: Path) -> None:
     assert train_arch(rec, _source(synthetic=True), None, seeds=[0], out=tmp_path / "b", cfg=cfg1,
                       progress=False, max_epochs_this_call=1) is None
     assert (tmp_path / "b" / "seed0" / "checkpoint.pt").is_file()
-    m2 = train_arch(rec, _source(synthetic=True), None, seeds=[0], out=tmp_path / "b", cfg=cfg1, progress=False)
+    # ... also when resumed with other execution settings (device, eval batch): they change no result
+    cfg2 = TrainConfig(batch_size=16, epochs=2, eval_batch_size=7)
+    m2 = train_arch(rec, _source(synthetic=True), None, seeds=[0], out=tmp_path / "b", cfg=cfg2, progress=False)
     assert m2["per_seed"][0]["weights_sha256"] == m["per_seed"][0]["weights_sha256"]
+    assert train_arch(rec, _source(synthetic=True), None, seeds=[0], out=tmp_path / "b", cfg=cfg1,
+                      progress=False)["per_seed"][0]["wall_seconds"] == m2["per_seed"][0]["wall_seconds"]
     # a different config in the same folder is refused
     with pytest.raises(DfnasError, match="another"):
         train_arch(rec, _source(synthetic=True), None, seeds=[0], out=tmp_path / "b",

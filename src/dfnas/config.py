@@ -188,6 +188,28 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     return cls(**kwargs)
 
 
+# Settings that change how fast a stage runs, not what it produces: they stay out of every
+# fingerprint, so a folder started with one value resumes with another (killed on the GPU,
+# finished on the CPU).
+EXECUTION_KEYS: dict[str, tuple[str, ...]] = {
+    "synth": ("device", "amp", "channels_last", "log_every"),
+    "search": ("device",),
+    "train": ("device", "eval_batch_size"),
+}
+
+
+def result_keys(d: dict[str, Any], section: str) -> dict[str, Any]:
+    """`d` (a section's `to_dict`) without its execution settings."""
+    return {k: v for k, v in d.items() if k not in EXECUTION_KEYS.get(section, ())}
+
+
+def neutral_dict(obj: Any, section: str) -> dict[str, Any]:
+    """`to_dict(obj)` with its execution settings at their defaults: a key that stays the same
+    whatever they are, and the same as in folders made before they were set."""
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    return {**to_dict(obj), **{k: fields[k].default for k in EXECUTION_KEYS.get(section, ()) if k in fields}}
+
+
 def to_dict(obj: Any) -> Any:
     """Plain, YAML/JSON-safe view of a (nested) dataclass."""
     if dataclasses.is_dataclass(obj):

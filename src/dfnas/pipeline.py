@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from dfnas import __version__
-from dfnas.config import RunConfig, TrainConfig, dump_yaml, from_dict, to_dict
+from dfnas.config import RunConfig, TrainConfig, dump_yaml, from_dict, result_keys, to_dict
 from dfnas.errors import DfnasError
 from dfnas.io import atomic_write_json, atomic_write_text, read_json
 
@@ -53,14 +53,6 @@ DEMO: dict[str, Any] = {
     "export": {"formats": ["torchscript", "onnx"]},
     "out": "runs/demo",
 }
-
-# settings that change how fast a stage runs, not what it produces
-_EXECUTION_KEYS = {
-    "synth": ("device", "amp", "channels_last", "log_every"),
-    "search": ("device",),
-    "train": ("device", "eval_batch_size"),
-}
-
 
 def demo_config() -> RunConfig:
     return from_dict(RunConfig, copy.deepcopy(DEMO))
@@ -111,8 +103,7 @@ def _hash(obj: Any) -> str:
 
 
 def _section(cfg: RunConfig, name: str) -> dict[str, Any]:
-    d = to_dict(getattr(cfg, name))
-    return {k: v for k, v in d.items() if k not in _EXECUTION_KEYS.get(name, ())}
+    return result_keys(to_dict(getattr(cfg, name)), name)
 
 
 def fingerprints(cfg: RunConfig, teacher: Any, test_ref: str | None) -> dict[str, str]:

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from dfnas import __version__
 from dfnas.arch import ArchRecord, build_network, load_arch
-from dfnas.config import TrainConfig, to_dict
+from dfnas.config import TrainConfig, result_keys, to_dict
 from dfnas.data import Source
 from dfnas.errors import DfnasError
 from dfnas.io import atomic_save, atomic_write_json, derive_seed, sha256_tensors
@@ -50,6 +50,11 @@ def check_compatible(record: ArchRecord, source: Source, what: str = "data") -> 
 
 
 @torch.inference_mode()
+def _same_run(old: dict[str, Any] | None, run_key: dict[str, Any]) -> bool:
+    """Whether a seed folder's key is this run's, ignoring execution settings (older folders kept them)."""
+    return old is not None and {**old, "config": result_keys(old.get("config", {}), "train")} == run_key
+
+
 def evaluate(model: nn.Module, source: Source, device: torch.device | str = "cpu", batch_size: int = 500) -> float:
     """Top-1 accuracy against the source's labels."""
     model.eval()
@@ -97,7 +102,7 @@ def _train_one_seed(record: ArchRecord, source: Source, test_source: Source | No
     ckpt = seed_dir / "checkpoint.pt"
     if ckpt.is_file():  # our own file; still loaded with weights_only
         state = torch.load(ckpt, map_location=device, weights_only=True)
-        if state.get("run_key") != run_key:
+        if not _same_run(state.get("run_key"), run_key):
             raise DfnasError(f"{seed_dir} holds a run with another architecture, data or config; use another --out")
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
@@ -199,7 +204,7 @@ def train_arch(record: ArchRecord | str | Path, source: Source, test_source: Sou
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     run_key = {"choices": record.choices, "space": record.space, "space_cfg": record.space_cfg,
-               "data": source.identity, "config": to_dict(cfg), "teacher": teacher is not None}
+               "data": source.identity, "config": result_keys(to_dict(cfg), "train"), "teacher": teacher is not None}
     per_seed = []
     for seed in seeds:
         seed_dir = out / f"seed{seed}"
@@ -208,7 +213,7 @@ def train_arch(record: ArchRecord | str | Path, source: Source, test_source: Sou
             import json
 
             res = json.loads(done.read_text())
-            if res.get("run_key") == run_key:
+            if _same_run(res.get("run_key"), run_key):
                 per_seed.append(res)
                 continue
             raise DfnasError(f"{seed_dir} holds a finished run with another architecture, data or config; use another --out")

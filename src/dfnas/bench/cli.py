@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="output folder (default: the config's `out`, runs/bench)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any setting, e.g. --set algos=[spos] --set seeds=[0,1,2,3]")
+    p.add_argument("--device", default=None, help="cpu | cuda | cuda:1 ... for synthesis, searches, ranking and "
+                   "final training (zero-shot scoring stays on the CPU); a bench resumes on another device")
     p.add_argument("--force", action="store_true", help="reuse a folder of another config: redo the jobs it changes")
     p.add_argument("--quiet", action="store_true", help="no progress output; only the final summary")
     p.set_defaults(func=_run)
@@ -34,7 +36,7 @@ def _run(args: argparse.Namespace) -> int:
     from dfnas.config import load_yaml
 
     data = load_yaml(args.config) if args.config else {}
-    cfg = build_config(data, quick=args.quick, overrides=args.set)
+    cfg = build_config(data, quick=args.quick, overrides=args.set + ([f"device={args.device}"] if args.device else []))
     out = Path(args.out or cfg.out)
     argv = sys.argv[1:] if sys.argv[1:2] == ["bench"] else ["bench"]
     command = "dfnas " + " ".join(shlex.quote(a) for a in argv)

@@ -97,6 +97,7 @@ class BenchConfig:
     ranking: RankingConfig = dataclasses.field(default_factory=RankingConfig)
     seed: int = 0  # synthesis, searches, sampling of random architectures
     threads: int | None = None  # torch CPU threads; None = torch's default
+    device: str | None = None  # when set, synthesis, searches, ranking and final training run there
     out: str = "runs/bench"
 
     def search_config(self, algo: str, repeat: int = 0) -> SearchConfig:

@@ -36,13 +36,13 @@ import torch
 
 from dfnas import __version__
 from dfnas.bench.config import QUICK, SOURCES, BenchConfig
-from dfnas.config import SearchConfig, apply_overrides, dump_yaml, from_dict, to_dict
+from dfnas.config import SearchConfig, apply_overrides, dump_yaml, from_dict, neutral_dict, to_dict
 from dfnas.data import Source, load_source
 from dfnas.errors import DfnasError
 from dfnas.io import atomic_write_json, atomic_write_text, derive_seed, read_json
 
 # settings that change how fast the bench runs, not what it measures
-_EXECUTION_KEYS = ("threads", "out")
+_EXECUTION_KEYS = ("threads", "out", "device")
 
 
 # ----------------------------------------------------------------------------- config
@@ -72,6 +72,9 @@ def build_config(data: dict[str, Any] | None = None, quick: bool = False, overri
     apply_overrides(over, overrides or [])
     merged = _merge(merged, over)
     cfg = from_dict(BenchConfig, merged)
+    if cfg.device is not None:  # the saved config shows where each stage ran
+        for name in ("synth", "darts", "proxyless", "spos", "final"):
+            getattr(cfg, name).device = cfg.device
     validate(cfg)
     return cfg
 
@@ -123,8 +126,14 @@ def _hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+# the bench's sections and what their execution settings are called in EXECUTION_KEYS
+_SECTIONS = {"synth": "synth", "darts": "search", "proxyless": "search", "spos": "search", "final": "train"}
+
+
 def measured_part(cfg: BenchConfig) -> dict[str, Any]:
-    return {k: v for k, v in to_dict(cfg).items() if k not in _EXECUTION_KEYS}
+    """What the results depend on: not threads, folder or device (a bench resumes on another)."""
+    d = {k: v for k, v in to_dict(cfg).items() if k not in _EXECUTION_KEYS}
+    return {**d, **{k: neutral_dict(getattr(cfg, k), sec) for k, sec in _SECTIONS.items()}}
 
 
 # ----------------------------------------------------------------------------- the bench
@@ -307,7 +316,7 @@ STRATEGY_SECTIONS = ("darts", "proxyless", "spos", "random")
 def search_key(s: SearchConfig) -> dict[str, Any]:
     """The search's settings without the sections its algorithm never reads, so a new option
     of one algorithm does not redo every other algorithm's searches (random reads spos.flops_limit)."""
-    d = to_dict(s)
+    d = neutral_dict(s, "search")
     keep = {s.algo, "spos"} if s.algo == "random" else {s.algo}
     return {k: v for k, v in d.items() if k not in STRATEGY_SECTIONS or k in keep}
 
@@ -396,7 +405,8 @@ def _run_jobs(b: Bench) -> dict[str, Any]:
     data: dict[str, Any] = {}
     for name in ("synthetic", "plain"):
         if name in cfg.sources:
-            data[name] = b.job(f"data-{name}", {"t": th, "synth": to_dict(cfg.synth), "seed": cfg.seed, "name": name},
+            data[name] = b.job(f"data-{name}", {"t": th, "synth": neutral_dict(cfg.synth, "synth"), "seed": cfg.seed,
+                                                  "name": name},
                                lambda n=name: _data_job(b, n), b.out / "data" / name)
     if "noise" in cfg.sources:
         data["noise"] = _label_stats(b.source("noise"))
@@ -421,7 +431,7 @@ def _run_jobs(b: Bench) -> dict[str, Any]:
     random_sets = {algo: _random_archs(b, algo) for algo in cfg.algos}
 
     # every architecture, trained from scratch on the real train subset with every seed
-    final_key = {"final": to_dict(cfg.final), "seeds": cfg.seeds, "per_class": cfg.final_per_class,
+    final_key = {"final": neutral_dict(cfg.final, "train"), "seeds": cfg.seeds, "per_class": cfg.final_per_class,
                  "train": cfg.train_data, "test": cfg.test_data}
     todo: list[tuple[str, dict[str, Any]]] = [(f"{s['algo']}-{s['source']}{_rep(s['repeat'])}", s) for s in searches]
     todo += [(f"zeroshot-{a}{_rep(r)}", z) for a, zs in zeroshot.items() for r, z in enumerate(zs)]
@@ -434,7 +444,7 @@ def _run_jobs(b: Bench) -> dict[str, Any]:
     ranking = None
     if cfg.ranking.enabled:
         r_algo = cfg.ranking.algo if cfg.ranking.algo in random_sets else cfg.algos[-1]
-        key = {"r": to_dict(cfg.ranking), "search": to_dict(cfg.search_config(r_algo)),
+        key = {"r": to_dict(cfg.ranking), "search": neutral_dict(cfg.search_config(r_algo), "search"),
                "real": b.source("real").identity, "syn": b.source("synthetic").identity,
                "first": [a["choices"] for a in random_sets[r_algo]], "paths": "valid only", "cross_seed_tau": True,
                **({"online": True} if cfg.search_online_teacher else {})}  # keeps earlier offline keys

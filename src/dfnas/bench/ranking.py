@@ -42,7 +42,8 @@ class Supernet:
         # the supernet recipe of `cfg` trained single-path (SPOS works in every space)
         self.cfg = dataclasses.replace(cfg, algo="spos")
         self.model, self.space_cfg = build_supernet(self.cfg, source)  # same seed -> same initial weights
-        self.data = SearchData(source, self.cfg, teacher=teacher)
+        self.model.to(self.cfg.device)
+        self.data = SearchData(source, self.cfg, self.cfg.device, teacher=teacher)
         self.ctx = SearchContext(self.cfg, self.data, progress=False)
         self.strategy = SposStrategy(self.cfg)
         self.trained: dict[str, torch.Tensor] = {}

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dfnas.config import SearchConfig, dump_yaml, to_dict
+from dfnas.config import SearchConfig, dump_yaml, result_keys, to_dict
 from dfnas.data import Source
 from dfnas.errors import DfnasError
 from dfnas.io import (
@@ -105,6 +105,11 @@ def build_supernet(cfg: SearchConfig, source: Source) -> tuple[nn.Module, dict[s
     return create_space(cfg.space, **space_cfg), space_cfg
 
 
+def _comparable(identity: dict[str, Any]) -> dict[str, Any]:
+    """The identity minus execution settings (older folders recorded `device` too)."""
+    return {**identity, "config": result_keys(identity.get("config", {}), "search")}
+
+
 def prepare_out(out: Path, identity: dict[str, Any], force: bool) -> None:
     """Refuse a folder holding another run unless `force` (which clears only our files)."""
     run = out / "run.json"
@@ -113,7 +118,7 @@ def prepare_out(out: Path, identity: dict[str, Any], force: bool) -> None:
     if out.is_dir():
         other = None
         if run.is_file():
-            if read_json(run) != identity:
+            if _comparable(read_json(run)) != _comparable(identity):
                 other = "another search (different config, data or version)"
         elif (out / "config.yaml").is_file() or (out / "manifest.json").is_file():
             other = "another run's files"

@@ -100,8 +100,8 @@ class Inverter:
         xq = quantize(x01).float().div_(255)
         if xq.shape[-2:] != (self.spec.height, self.spec.width):
             xq = F.interpolate(xq, size=(self.spec.height, self.spec.width), mode="bilinear", align_corners=False, antialias=True)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            logits = self.probe.module(self.to_input(xq)).float()
+        # fp32 even under --amp: these logits are the stored soft labels (bf16 moved them by ~0.03)
+        logits = self.probe.module(self.to_input(xq)).float()
         return task_loss_per_image(logits, hard, soft), logits
 
     # -------------------------------------------------------------------- the loop

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from dfnas import __version__
-from dfnas.config import SynthConfig, dump_yaml, to_dict
+from dfnas.config import SynthConfig, dump_yaml, result_keys, to_dict
 from dfnas.errors import DfnasError
 from dfnas.io import atomic_write_json, atomic_write_text, derive_seed, tune_cpu_allocator
 from dfnas.synth.bn_hooks import FeatureProbe
@@ -32,12 +32,10 @@ from dfnas.synth.report import format_report, quality_report
 from dfnas.synth.writer import DatasetWriter, read_dataset, save_grid
 from dfnas.teachers import Teacher, validate_teacher
 
-EXECUTION_KEYS = ("device", "amp", "channels_last", "log_every")  # do not change the result
-
 
 def fingerprint(teacher: Teacher, cfg: SynthConfig) -> str:
     """What decides the dataset: config (minus execution settings), teacher weights, spec."""
-    c = {k: v for k, v in to_dict(cfg).items() if k not in EXECUTION_KEYS}
+    c = result_keys(to_dict(cfg), "synth")
     blob = json.dumps({"config": c, "teacher": teacher.weights_hash, "spec": teacher.spec.to_dict(),
                        "format": 1}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -61,6 +59,7 @@ def synthesize(
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DfnasError("synth.device is cuda but no CUDA device is available; use --device cpu")
+    home = next(iter(teacher.module.parameters()), torch.empty(0)).device
     teacher.to(device)
     if device.type == "cpu":
         tune_cpu_allocator()
@@ -72,8 +71,11 @@ def synthesize(
         raise DfnasError(str(e)) from e
     try:
         return _synthesize(teacher, cfg, out, force, progress, rank, world_size, probe, n_bn, device)
-    finally:
-        probe.close()  # the teacher object may be reused: leave no hooks behind
+    finally:  # the teacher object may be reused: leave no hooks behind, put it back where it was
+        probe.close()
+        teacher.to(home)
+        if cfg.channels_last:
+            teacher.module.to(memory_format=torch.contiguous_format)
 
 
 def _synthesize(teacher: Teacher, cfg: SynthConfig, out: str | Path, force: bool, progress: bool,
