@@ -60,6 +60,11 @@ def test_bn_probe_on_cuda_matches_cpu_in_both_layouts(monkeypatch: pytest.Monkey
         assert torch.allclose(loss, want_loss, rtol=1e-4)
         err = float((g - want_g).abs().max() / want_g.abs().max())
         assert err < 1e-4, f"{layout}: gradient differs from the CPU's by {err:.2e} of its max"
+        with torch.autocast(DEV.split(":")[0], dtype=torch.bfloat16):  # --amp: bf16 activations, float32 statistics
+            loss16, g16 = _probe_loss_and_grad(net, xc)
+        assert torch.allclose(loss16, want_loss, rtol=0.05)
+        cos = float(torch.nn.functional.cosine_similarity(g16.flatten(), want_g.flatten(), dim=0))
+        assert cos > 0.98, f"{layout}: bf16 gradient direction off (cosine {cos:.3f})"
 
 
 @pytest.mark.parametrize("amp,channels_last", [(False, False), (True, True)])

@@ -174,3 +174,25 @@ def test_moments_match_var_mean_in_every_layout():
     for t in (x, x.contiguous(memory_format=torch.channels_last), x.transpose(2, 3)):
         m, v = _moments(t)
         assert torch.allclose(m, mean, atol=1e-5) and torch.allclose(v, var, rtol=1e-5, atol=1e-5)
+
+
+def test_batched_bn_losses_match_the_per_layer_form():
+    net = _net()
+    with FeatureProbe(net) as probe:
+        _, taps = probe(torch.randn(6, 2, 5, 5))
+        assert torch.allclose(bn_losses(taps, probe.running, batched=True),
+                              bn_losses(taps, probe.running, batched=False), atol=1e-6)
+
+
+def test_probe_follows_changes_to_the_bn_buffers():
+    """The eval-BN scale/shift are cached; editing running stats or affine weights in place
+    (or moving the module) must still reach the output."""
+    net = _net()
+    x = torch.randn(3, 2, 5, 5)
+    with FeatureProbe(net) as probe:
+        probe(x)
+        with torch.no_grad():
+            net[1].running_var.mul_(3.0)
+            net[4].weight.add_(0.5)
+        got, _ = probe(x)
+    assert torch.allclose(got, net(x), atol=1e-6)
