@@ -15,6 +15,7 @@ import os
 
 import pytest
 import torch
+from test_pipeline import TINY
 from torch import nn
 
 from dfnas.config import RunConfig, SearchConfig, from_dict
@@ -29,14 +30,7 @@ from dfnas.teachers import load_teacher
 DEV = os.environ.get("DFNAS_TEST_DEVICE", "cuda")
 pytestmark = pytest.mark.skipif(DEV.startswith("cuda") and not torch.cuda.is_available(), reason="needs a CUDA device")
 
-TINY_RUN = {
-    "teacher": {"ref": "mnist-cnn"},
-    "synth": {"per_class": 2, "rounds": 2, "batch_size": 20, "steps": 8, "best_every": 2, "log_every": 4},
-    "search": {"algo": "darts", "space": "nb201", "space_args": {"channels": 4}, "epochs": 1,
-               "batch_size": 8, "max_steps_per_epoch": 2},
-    "train": {"epochs": 1, "batch_size": 16, "seeds": [0]},
-    "device": DEV,
-}
+TINY_RUN = {**copy.deepcopy(TINY), "device": DEV}  # the tiny `dfnas run` of test_pipeline, on DEV
 
 
 def _probe_loss_and_grad(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
