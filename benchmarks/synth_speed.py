@@ -2,6 +2,11 @@
 
     python benchmarks/synth_speed.py                  # bundled teacher, batch 100
     python benchmarks/synth_speed.py --device cuda --amp
+    python benchmarks/synth_speed.py --device cuda --amp --channels-last --batch 64 \
+        --factory torchvision.models:resnet50 --size 224 --classes 1000    # ImageNet scale
+
+`--factory` times any importable `module:function` teacher at random init (the weights
+do not change the cost), with an ImageNet-style spec of `--size` pixels and `--classes`.
 
 The reference is the least any inversion step can cost: the teacher's forward and backward
 w.r.t. the input on the same batch. A dfnas step adds the crop/flip/jitter view, the BN
@@ -24,7 +29,8 @@ from dfnas.config import SynthConfig
 from dfnas.io import tune_cpu_allocator
 from dfnas.synth.bn_hooks import FeatureProbe
 from dfnas.synth.engine import Inverter
-from dfnas.teachers import load_teacher
+from dfnas.teachers import Teacher, _import_factory, load_teacher
+from dfnas.teachers.spec import InputSpec
 
 
 def main() -> None:
@@ -35,19 +41,35 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--amp", action="store_true")
     ap.add_argument("--no-regional", action="store_true")
+    ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--factory", default=None, help="module:function building the teacher (default: bundled mnist-cnn)")
+    ap.add_argument("--size", type=int, default=224, help="input size with --factory")
+    ap.add_argument("--classes", type=int, default=1000, help="classes with --factory")
     args = ap.parse_args()
     dev = torch.device(args.device)
     if dev.type == "cpu":  # as `dfnas synth` does; applies to the reference and the step alike
         tune_cpu_allocator()
-    t = load_teacher("mnist-cnn").to(dev)
+    if args.factory:
+        spec = InputSpec(3, args.size, args.size, args.classes, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+        module = _import_factory(args.factory)()
+        t = Teacher(module.eval(), spec, args.factory, "factory")
+    else:
+        t = load_teacher("mnist-cnn")
+    t.to(dev)
+    if args.channels_last:
+        t.module.to(memory_format=torch.channels_last)
     spec = t.spec
-    cfg = SynthConfig(device=args.device, amp=args.amp, regional=not args.no_regional, lowres_fraction=0.0).resolve(spec.height, spec.width)
+    cfg = SynthConfig(device=args.device, amp=args.amp, regional=not args.no_regional, lowres_fraction=0.0,
+                      channels_last=args.channels_last).resolve(spec.height, spec.width)
     inv = Inverter(FeatureProbe(t.module), spec, cfg, dev)
     hard = (torch.arange(args.batch) % spec.num_classes).to(dev)
     x = torch.rand(args.batch, spec.channels, spec.height, spec.width, device=dev).requires_grad_(True)
     opt = torch.optim.Adam([x], lr=cfg.lr, betas=cfg.betas)
     gen = torch.Generator().manual_seed(0)
-    xin = torch.rand_like(x).requires_grad_(True)
+    xin = torch.rand_like(x)
+    if args.channels_last:
+        xin = xin.contiguous(memory_format=torch.channels_last)
+    xin.requires_grad_(True)
 
     def bare() -> None:
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.amp and dev.type == "cuda"):
@@ -79,7 +101,8 @@ def main() -> None:
           f"synthesis step {s * 1e3:.1f} ms (ratio {s / b:.3f}), {args.batch / s:.0f} images-steps/s")
     print(json.dumps({"metric": "synth_step_seconds", "value": round(s, 5), "reference": round(b, 5),
                       "ratio": round(s / b, 4), "images_per_second": round(args.batch / s, 1),
-                      "target_ratio": 1.15, "device": str(dev), "batch": args.batch}))
+                      "target_ratio": 1.15, "device": str(dev), "batch": args.batch, "teacher": t.name,
+                      "amp": args.amp, "channels_last": args.channels_last}))
 
 
 if __name__ == "__main__":
