@@ -43,6 +43,8 @@ from dfnas.io import atomic_write_json, atomic_write_text, derive_seed, read_jso
 
 # settings that change how fast the bench runs, not what it measures
 _EXECUTION_KEYS = ("threads", "out", "device")
+# the bench's sections with a device, and what their execution settings are called in EXECUTION_KEYS
+_SECTIONS = {"synth": "synth", "darts": "search", "proxyless": "search", "spos": "search", "final": "train"}
 
 
 # ----------------------------------------------------------------------------- config
@@ -73,7 +75,7 @@ def build_config(data: dict[str, Any] | None = None, quick: bool = False, overri
     merged = _merge(merged, over)
     cfg = from_dict(BenchConfig, merged)
     if cfg.device is not None:  # the saved config shows where each stage ran
-        for name in ("synth", "darts", "proxyless", "spos", "final"):
+        for name in _SECTIONS:
             getattr(cfg, name).device = cfg.device
     validate(cfg)
     return cfg
@@ -124,10 +126,6 @@ def validate(cfg: BenchConfig) -> None:
 
 def _hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-# the bench's sections and what their execution settings are called in EXECUTION_KEYS
-_SECTIONS = {"synth": "synth", "darts": "search", "proxyless": "search", "spos": "search", "final": "train"}
 
 
 def measured_part(cfg: BenchConfig) -> dict[str, Any]:
