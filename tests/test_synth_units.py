@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from dfnas.config import SynthConfig
-from dfnas.synth.bn_hooks import FeatureProbe, bn_losses
+from dfnas.synth.bn_hooks import FeatureProbe, Taps, bn_losses
 from dfnas.synth.engine import Inverter, lr_at, phases
 from dfnas.synth.losses import l2_prior, task_loss_per_image, tv_l1, tv_l2
 from dfnas.synth.regional import box_mask, crop_resize, sample_boxes
@@ -182,6 +182,14 @@ def test_batched_bn_losses_match_the_per_layer_form():
         _, taps = probe(torch.randn(6, 2, 5, 5))
         assert torch.allclose(bn_losses(taps, probe.running, batched=True),
                               bn_losses(taps, probe.running, batched=False), atol=1e-6)
+    # a layer already at its running statistics: zero loss, a finite (zero) gradient as the norm's
+    m = torch.randn(3, requires_grad=True)
+    v = torch.rand(3, requires_grad=True)
+    running = [(m.detach().clone(), v.detach().clone()), (torch.zeros(3), torch.zeros(3))]
+    for batched in (True, False):
+        loss = bn_losses(Taps([m, m * 2], [v, v + 1]), running, batched=batched)
+        g = torch.autograd.grad(loss.sum(), [m, v])
+        assert float(loss[0]) < 1e-12 and all(torch.isfinite(t).all() for t in g)
 
 
 def test_probe_follows_changes_to_the_bn_buffers():

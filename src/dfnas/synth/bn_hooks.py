@@ -288,7 +288,8 @@ def bn_losses(taps: Taps, running: list[tuple[torch.Tensor, torch.Tensor]], batc
         out = []
         for stats, ref in ((taps.means, [r for r, _ in running]), (taps.variances, [r for _, r in running])):
             d2 = (torch.cat(stats) - torch.cat(ref).float()).square()
-            out.append(d2.new_zeros(n).index_add_(0, seg, d2).sqrt())
+            # clamped like the norm's zero subgradient: sqrt'(0) = inf would turn it into NaN
+            out.append(d2.new_zeros(n).index_add_(0, seg, d2).clamp_min(1e-30).sqrt())
         return out[0] + out[1]
     return torch.stack([
         torch.linalg.vector_norm(m - rm.float()) + torch.linalg.vector_norm(v - rv.float())
