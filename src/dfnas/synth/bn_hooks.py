@@ -94,7 +94,7 @@ class _EvalBNWithStats(torch.autograd.Function):
 def _moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and biased variance, in float32 or wider.
 
-    On the GPU one `var_mean` kernel (two float32-accumulating reductions for bf16/fp16).
+    On the GPU one `var_mean` kernel (on a float32 copy for bf16/fp16).
     On the CPU `torch.var_mean` over (0, 2, 3) is a strided reduction that is ~10x slower than
     reducing contiguous rows; partial sums stay float32 (rows of H*W values), the combination
     is float64, which keeps E[x^2] - E[x]^2 accurate for BN inputs.
@@ -105,11 +105,10 @@ def _moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if x.dtype == torch.float32 or x.dtype == torch.float64:
             var, mean = torch.var_mean(x, dim=dims, correction=0)
             return mean, var
-        n = x.numel() // c  # bf16/fp16 (autocast): accumulate in float32, combine in float64
-        s1 = x.sum(dims, dtype=torch.float32)
-        s2 = torch.linalg.vector_norm(x, dim=dims, dtype=torch.float32).square()
-        m = s1.double() / n
-        return m.float(), (s2.double() / n - m * m).clamp_min_(0).float()
+        # bf16/fp16 (autocast): a float32 copy and one kernel beat a dozen launches of
+        # float32-accumulating partial sums (measured on an H200 with ResNet-50)
+        var, mean = torch.var_mean(x.float(), dim=dims, correction=0)
+        return mean, var
     if x.dtype != torch.float32 and x.dtype != torch.float64:
         x = x.float()
     if x.dim() > 2 and x.is_contiguous():
@@ -166,22 +165,26 @@ class FeatureProbe:
         def base(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
             return prev(x) if prev is not None else type(m).forward(m, x)
 
-        cached: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        cached: dict[object, object] = {}
 
-        def affine() -> tuple[torch.Tensor, torch.Tensor]:
-            """Eval BN as scale and shift, recomputed only when its tensors move or change
-            (five small kernels per layer per step saved: the GPU step is launch-bound)."""
+        def affine(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+            """Eval BN as scale and shift in `dtype` (float32 math), recomputed only when its
+            tensors move or change: the GPU step is launch-bound, and under autocast the
+            inputs are bf16 while the stored-image check runs float32, so both are kept."""
             ts = (bn.running_mean, bn.running_var, bn.weight, bn.bias)
             key = (bn.eps, *((t.data_ptr(), t._version) for t in ts if t is not None))
-            if key not in cached:
+            if cached.get("key") != key:
                 with torch.no_grad():
                     scale = torch.rsqrt(bn.running_var.float() + bn.eps)
                     shift = -bn.running_mean.float() * scale
                     if bn.weight is not None:
                         scale, shift = scale * bn.weight.float(), shift * bn.weight.float() + bn.bias.float()
                 cached.clear()
-                cached[key] = (scale, shift)
-            return cached[key]
+                cached.update({"key": key, torch.float32: (scale, shift)})
+            if dtype not in cached:
+                scale, shift = cached[torch.float32]
+                cached[dtype] = (scale.to(dtype), shift.to(dtype))
+            return cached[dtype]
 
         def forward(x: torch.Tensor) -> torch.Tensor:
             if not self._active:
@@ -190,7 +193,7 @@ class FeatureProbe:
             if bn.training or bn.running_mean is None:  # batch-statistics mode: keep its own math
                 self._stats.append(_batch_stats(x))
                 return base(bn, x)
-            scale, shift = affine()
+            scale, shift = affine(x.dtype)
             y, mean, var = _EvalBNWithStats.apply(x, scale, shift)
             self._stats.append((mean, var))
             return y
