@@ -166,3 +166,18 @@ def test_lr_warmup_then_cosine_to_the_floor():
 def test_warmup_longer_than_training_is_refused():
     with pytest.raises(DfnasError, match="warmup_epochs"):
         TrainConfig(epochs=5, warmup_epochs=5).validate()
+
+
+def test_evaluate_runs_without_autograd() -> None:
+    """Test-set evaluation builds no graph (inference mode): memory and speed on big test sets."""
+    from dfnas.train import evaluate
+
+    seen: list[bool] = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(torch.is_inference_mode_enabled())
+            return torch.zeros(len(x), 10)
+
+    evaluate(Probe(), _source(20, seed=1))
+    assert seen and all(seen)

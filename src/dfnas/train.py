@@ -49,12 +49,12 @@ def check_compatible(record: ArchRecord, source: Source, what: str = "data") -> 
         raise DfnasError(f"{what} {source.name} has {s.num_classes} classes, the architecture has {n_cls} outputs")
 
 
-@torch.inference_mode()
 def _same_run(old: dict[str, Any] | None, run_key: dict[str, Any]) -> bool:
     """Whether a seed folder's key is this run's, ignoring execution settings (older folders kept them)."""
     return old is not None and {**old, "config": result_keys(old.get("config", {}), "train")} == run_key
 
 
+@torch.inference_mode()
 def evaluate(model: nn.Module, source: Source, device: torch.device | str = "cpu", batch_size: int = 500) -> float:
     """Top-1 accuracy against the source's labels."""
     model.eval()
