@@ -159,6 +159,23 @@ def test_spos_choices() -> None:
     assert all(v == ["shuffle3x3", "shuffle5x5", "shuffle7x7", "xception"] for v in space.values())
 
 
+def test_nb201_depth_counts_3x3_windows_on_live_paths() -> None:
+    """The cells of the clutter bench: real data's deep chain, synthetic data's shallow ones."""
+    from dfnas.spaces.nb201 import from_nb201_string, nb201_depth
+
+    def d(s: str) -> int | None:
+        return nb201_depth(from_nb201_string(s))
+
+    assert d("|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|none~0|nor_conv_3x3~1|nor_conv_3x3~2|") == 3
+    assert d("|none~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|none~0|nor_conv_3x3~1|nor_conv_3x3~2|") == 2
+    # node 1 is cut off, so its 3x3 edge to the output does not count
+    assert d("|none~0|+|nor_conv_1x1~0|nor_conv_1x1~1|+|nor_conv_1x1~0|nor_conv_3x3~1|none~2|") == 0
+    assert d("|avg_pool_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|none~0|none~1|nor_conv_3x3~2|") == 2
+    assert d("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|none~0|none~1|none~2|") is None
+    assert nb201_depth(from_nb201_string("|nor_conv_3x3~0|+|none~0|nor_conv_1x1~1|+|none~0|none~1|skip_connect~2|"),
+                       count=("nor_conv_1x1",)) == 1
+
+
 def test_nb201_connectivity_and_valid_sampling() -> None:
     """A cell whose edges out of the input are all `none` predicts a constant: never sampled."""
     from dfnas.spaces.base import arch_valid

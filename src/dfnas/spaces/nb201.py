@@ -16,7 +16,7 @@ ImageNet-16-120 uses `image_size=16, num_classes=120`. For 224-px inputs set `st
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -110,11 +110,22 @@ class NB201Space(nn.Module):
 
 def nb201_connected(arch: Arch) -> bool:
     """Whether node 3 is reachable from node 0 through edges whose op is not `none`."""
-    reach = {0}
+    return nb201_depth(arch) is not None
+
+
+def nb201_depth(arch: Arch, count: Sequence[str] = ("nor_conv_3x3", "avg_pool_3x3")) -> int | None:
+    """Most `count` ops on one path of non-`none` edges from the cell input to its output (None:
+    no such path). With the default, how many 3x3 windows the deepest path stacks: its receptive
+    field, which real cluttered digits reward and shallow 1x1 cells lack."""
+    depth: list[int | None] = [0, None, None, None]
     for i in range(1, 4):
-        if any(j in reach and arch.get(f"cell/op_{i}_{j}", "none") != "none" for j in range(i)):
-            reach.add(i)
-    return 3 in reach
+        for j in range(i):
+            op = arch.get(f"cell/op_{i}_{j}", "none")
+            dj = depth[j]
+            if op != "none" and dj is not None:
+                d = dj + (op in count)
+                depth[i] = d if depth[i] is None else max(depth[i], d)
+    return depth[3]
 
 
 def to_nb201_string(arch: Arch) -> str:
