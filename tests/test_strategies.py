@@ -282,6 +282,44 @@ def test_proxyless_flops_loss_prefers_cheap_ops() -> None:
     assert not costly & set(res["choices"].values()), res["choices"]
 
 
+@pytest.mark.parametrize("target,want", [(1e3, {"conv3", "conv1"}), (1e-9, {"none", "pool"})])
+def test_proxyless_abs_mode_pulls_the_cost_to_its_target_from_both_sides(target: float, want: set[str]) -> None:
+    """`abs` (TuNAS): below the target the hardware term asks for *more* cost, above it less;
+    `add` always asks for less."""
+    torch.manual_seed(0)
+    cfg = make_cfg(algo="proxyless", epochs=3, proxyless={"arch_lr": 0.2, "hw_mode": "abs", "hw_lambda": 50.0,
+                                                          "hw_target": target})
+    res = run_search(cfg, toy_source(), None, progress=False, supernet=ToyChain())
+    assert set(res["choices"].values()) <= want, res["choices"]  # conv ops cost FLOPs, none/pool none
+
+
+def test_proxyless_derived_figures_use_recalibrated_bn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The derived path is scored with BN statistics of that path, not the supernet's mix."""
+    from dfnas.strategies import proxyless
+
+    seen: list[dict[str, str]] = []
+    real = proxyless.recalibrate_bn
+    net = ToyChain()
+
+    def spy(model: nn.Module, batches) -> None:  # type: ignore[no-untyped-def]
+        assert model is net
+        seen.append({k: m[0] for k, m in holder[0].mode.items()})
+        real(model, batches)
+
+    holder: list = []
+    init = proxyless.ProxylessStrategy.setup
+
+    def setup(self, model, ctx):  # type: ignore[no-untyped-def]
+        holder.append(self)
+        init(self, model, ctx)
+
+    monkeypatch.setattr(proxyless, "recalibrate_bn", spy)
+    monkeypatch.setattr(proxyless.ProxylessStrategy, "setup", setup)
+    run_search(make_cfg(algo="proxyless", proxyless={"hw_metric": "none"}), toy_source(), None, progress=False,
+               supernet=net)
+    assert seen == [{"l1": "single", "l2": "single"}]  # once, with the derived single path active
+
+
 # ----------------------------------------------------------------------------- SPOS / evolution
 
 

@@ -285,8 +285,10 @@ class ProxylessSearchConfig:
     hw_target: float | None = None  # MFLOPs or ms; None = expected cost of the uniform start
     # loss + lambda*cost/target, or the paper's loss*(cost/target)^beta. `add` by default: with
     # `mul` the cost pressure grows with the loss, and KD on synthetic data (x T^2) runs ~2.3x a
-    # real-data CE, so every teacher-labelled search was pushed to the cheapest net (bench)
-    hw_mode: Literal["add", "mul"] = "add"
+    # real-data CE, so every teacher-labelled search was pushed to the cheapest net (bench).
+    # `abs` (TuNAS): loss + lambda*|cost/target - 1| pulls every search to the same budget from
+    # both sides, whatever its loss scale: like-for-like comparisons across search data.
+    hw_mode: Literal["add", "mul", "abs"] = "add"
     hw_beta: float = 0.6
     hw_lambda: float = 0.1
     latency_repeats: int = 10  # timed runs per candidate for the latency lookup table

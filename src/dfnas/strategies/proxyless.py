@@ -40,6 +40,7 @@ from dfnas.strategies.common import (
     evaluate,
     flops_cost_model,
     latency_cost_model,
+    recalibrate_bn,
     search_loss,
     set_mixers,
     sgd_step,
@@ -142,7 +143,9 @@ class ProxylessStrategy(AlphaStrategy):
         probs = {k: torch.softmax(a, 0) for k, a in self._alpha_of.items()}
         e = self.cost.expected(probs).to(task.device) / self.target
         pc = self.cfg.proxyless
-        return task * e.pow(pc.hw_beta) if pc.hw_mode == "mul" else task + pc.hw_lambda * e
+        if pc.hw_mode == "mul":
+            return task * e.pow(pc.hw_beta)
+        return task + pc.hw_lambda * ((e - 1).abs() if pc.hw_mode == "abs" else e)
 
     # -- steps ------------------------------------------------------------------------------------
     def weight_step(self, model: nn.Module, x: torch.Tensor, t: torch.Tensor, g: torch.Generator, uniform: bool) -> float:
@@ -208,6 +211,9 @@ class ProxylessStrategy(AlphaStrategy):
         arch = self.derive()
         for k, v in arch.items():
             self.mode[k] = ("single", self.names[k].index(v))
+        # BN running stats mix every sampled path: re-estimate them for the derived one (as SPOS
+        # does), or its val figures say little (chance level on the clutter bench before)
+        recalibrate_bn(model, data.batches("train", "bn-recal", train_aug=False, limit=0))
         final = evaluate(model, data.batches("val", "final", train_aug=False), self.cfg.kd_temperature)
         metrics = {**metrics, "derived_val_loss": final["loss"], "derived_val_acc": final["acc"],
                    "hw_metric": pc.hw_metric, "hw_target": self.target}
