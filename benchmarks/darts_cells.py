@@ -15,6 +15,7 @@ section; search seeds 0..N-1) on each of these data:
 For every search: the derived cell, its 3x3 depth (how many 3x3 convs/pools the deepest live
 path from the cell input to its output stacks: `nb201_depth`), the supernet's val accuracy,
 FLOPs. On the clutter bench real data derived depth 2-3, synthetic data 0-2.
+Without --bench only real and real-kd run (the others need its synthetic set).
 Last line: JSON {metric, value, reference, ratio}: value = mean 3x3 depth on synthetic data
 (or the last data named if synthetic is not), reference = the same on real data.
 """
@@ -40,16 +41,14 @@ from dfnas.errors import DfnasError
 from dfnas.spaces.nb201 import nb201_depth
 from dfnas.strategies.runner import run_search
 from dfnas.teachers import load_teacher
-from dfnas.teachers.online import OnlineTeacher, teacher_logits
+from dfnas.teachers.online import OnlineTeacher, logits_of_images
 
 DATA = ("real", "real-kd", "real-small", "real-kd-small", "synthetic", "plain")
 
 
-def with_teacher_labels(src: Source, teacher: torch.nn.Module, batch: int = 500) -> Source:
+def with_teacher_labels(src: Source, teacher: torch.nn.Module) -> Source:
     """The same images, searched as teacher-labelled data: KD to the teacher's logits."""
-    x = src.x
-    logits = torch.cat([teacher_logits(teacher, src.spec.normalize(x[i:i + batch].float().div(255)))
-                        for i in range(0, len(x), batch)])
+    logits = logits_of_images(teacher, src.x, src.spec)
     return dataclasses.replace(src, name=f"{src.name}+teacher", logits=logits,
                                identity={**src.identity, "labels": "teacher-logits"})
 

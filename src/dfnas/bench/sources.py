@@ -18,7 +18,7 @@ from dfnas.data import Source
 from dfnas.errors import DfnasError
 from dfnas.io import derive_seed
 from dfnas.teachers import Teacher
-from dfnas.teachers.online import OnlineTeacher, teacher_logits
+from dfnas.teachers.online import OnlineTeacher, logits_of_images
 
 
 def per_class_subset(source: Source, per_class: int | None) -> Source:
@@ -51,8 +51,7 @@ def noise_source(teacher: Teacher, n_per_class: int, seed: int, batch_size: int 
     g = torch.Generator().manual_seed(derive_seed(seed, "noise-images"))
     x = torch.randint(0, 256, (n, spec.channels, spec.height, spec.width), generator=g, dtype=torch.uint8)
     net = OnlineTeacher(teacher).eval()
-    logits = torch.cat([teacher_logits(net, spec.normalize(x[i:i + batch_size].float().div(255)))
-                        for i in range(0, n, batch_size)])
+    logits = logits_of_images(net, x, spec, batch_size)
     return Source("noise", x, logits.argmax(1), spec, logits,
                   identity={"source": "noise", "images": n, "seed": seed, "teacher": teacher.weights_hash})
 

@@ -36,7 +36,7 @@ from dfnas.errors import DfnasError
 from dfnas.io import atomic_save, derive_seed
 from dfnas.losses import kd_loss
 from dfnas.spaces.base import Arch, InputChoice, LayerChoice
-from dfnas.teachers.online import teacher_logits
+from dfnas.teachers.online import logits_of_images, teacher_logits
 from dfnas.transforms import augment
 
 # ----------------------------------------------------------------------------- loss
@@ -118,11 +118,8 @@ class SearchData:
         without augmentation the view of an image is fixed, and eval-mode BN is per image)."""
         assert self.teacher is not None
         if split not in self._clean_logits:
-            x_all, chunks = self.x[split], []
-            for i in range(0, len(x_all), 256):
-                x = x_all[i:i + 256].to(self.device).float().div_(255)
-                chunks.append(teacher_logits(self.teacher, self.source.normalize(x)))
-            self._clean_logits[split] = torch.cat(chunks)
+            self._clean_logits[split] = logits_of_images(self.teacher, self.x[split], self.source.spec,
+                                                         device=self.device)
         return self._clean_logits[split]
 
     def steps(self, split: str) -> int:

@@ -76,3 +76,14 @@ def teacher_logits(teacher: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if isinstance(out, (tuple, list)):
             out = out[0]
     return out.float().clone()  # clone outside inference mode: inference tensors cannot be saved for backward
+
+
+def logits_of_images(teacher: nn.Module, x: torch.Tensor, spec: InputSpec, batch: int = 256,
+                     device: torch.device | str | None = None) -> torch.Tensor:
+    """The teacher's logits on stored uint8 images `x` (spec's pixel mapping), a batch at a time
+    so that memory stays one batch whatever the set's size."""
+    chunks = []
+    for i in range(0, len(x), batch):
+        xb = x[i:i + batch] if device is None else x[i:i + batch].to(device)
+        chunks.append(teacher_logits(teacher, spec.normalize(xb.float().div_(255))))
+    return torch.cat(chunks)
