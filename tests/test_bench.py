@@ -166,7 +166,14 @@ def test_quick_bench_outputs_are_consistent(bench: tuple[Path, dict]) -> None:
     assert rk["score"] == "loss" and rk["other_score"]["score"] == "top1"
     assert rk["scores"]["real"] == [-m["loss"] for m in rk["measured"]["real"]]
     assert "tau_real_vs_real_reseeded" in rk["other_score"] and "tau_synthetic_vs_real_reseeded" in rk
-    assert "Kendall tau" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "Kendall tau" in report
+    from dfnas.spaces.nb201 import nb201_depth, to_nb201_string
+
+    for r in res["searches"]:  # every NB201 cell is listed with its depth
+        if r["space"] == "nb201":
+            cell = to_nb201_string(r["choices"]).replace("|", "\\|")
+            assert f"`{cell}` | {nb201_depth(r['choices'])} |" in report
     noise = res["data"]["noise"]
     assert sum(noise["per_class"]) == noise["images"] == len(load_source(str(out / "data" / "synthetic")))
 

@@ -232,6 +232,7 @@ def write_report(out: Path, res: dict[str, Any]) -> None:
                          f"{z['params'] / 1e3:.1f} k", f"{z['seconds']:.0f}"])
     d.table(["algorithm", "space", "search data", "search seed", "real test acc (mean ± std over training seeds)",
              "FLOPs", "params", "search s"], rows)
+    _nb201_cells(d, res["searches"])
     if reps > 1:
         d.h(3, f"Pooled over the {reps} searches")
         kinds = [k for k in (*SOURCE_LABEL, "zeroshot") if any(k in p for p in res["pooled"].values())]
@@ -347,3 +348,17 @@ def format_summary(res: dict[str, Any], out: Path) -> str:
     lines.append(f"  targets   {json.dumps(res['targets_met'])}")
     lines.append(f"  report    {out / 'report.md'} (and report.html); numbers in {out / 'results.json'}")
     return "\n".join(lines)
+
+
+def _nb201_cells(d: Doc, searches: list[dict[str, Any]]) -> None:
+    """The derived NB201 cells and their 3x3 depth: what tells a deep cell from a shallow one."""
+    from dfnas.spaces.nb201 import nb201_depth, to_nb201_string
+
+    rows = [[r["algo"], SOURCE_LABEL[r["source"]], str(r["search_seed"]), f"`{to_nb201_string(r['choices'])}`",
+             str(nb201_depth(r["choices"])), _pm(r["final"])] for r in searches if r["space"] == "nb201"]
+    if not rows:
+        return
+    d.h(3, "NB201 cells found")
+    d.p("3×3 depth: how many 3×3 convs/pools the deepest path from the cell input to its output "
+        "stacks (`dfnas.spaces.nb201.nb201_depth`); `benchmarks/darts_cells.py` measures it per search data.")
+    d.table(["algorithm", "search data", "search seed", "cell", "3×3 depth", "real test acc"], rows)
