@@ -127,3 +127,16 @@ def test_non_finite_outputs(user_teacher, tmp_path):
     t = load_teacher(f"{user_teacher['py']}:build", tmp_path / "nan.pt", user_teacher["spec"])
     with pytest.raises(DfnasError, match="non-finite"):
         validate_teacher(t)
+
+
+def test_logits_of_images_batches_and_leaves_its_input_alone() -> None:
+    """Batched logits equal one full pass, and a float input is not scaled in place."""
+    from dfnas.teachers.online import OnlineTeacher, logits_of_images, teacher_logits
+
+    t = load_teacher("mnist-cnn")
+    net = OnlineTeacher(t).eval()
+    x = torch.randint(0, 256, (70, 1, 28, 28), generator=torch.Generator().manual_seed(0)).float()
+    keep = x.clone()
+    got = logits_of_images(net, x, t.spec, batch=32)
+    assert torch.equal(x, keep)
+    assert torch.allclose(got, teacher_logits(net, t.spec.normalize(keep / 255)), atol=1e-5)

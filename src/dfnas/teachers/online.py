@@ -84,6 +84,9 @@ def logits_of_images(teacher: nn.Module, x: torch.Tensor, spec: InputSpec, batch
     so that memory stays one batch whatever the set's size."""
     chunks = []
     for i in range(0, len(x), batch):
-        xb = x[i:i + batch] if device is None else x[i:i + batch].to(device)
-        chunks.append(teacher_logits(teacher, spec.normalize(xb.float().div_(255))))
+        xb = x[i:i + batch]
+        if device is not None:
+            xb = xb.to(device)
+        # out of place: a float `x` must come back untouched (`.float()` would alias it)
+        chunks.append(teacher_logits(teacher, spec.normalize(xb.float().div(255))))
     return torch.cat(chunks)
