@@ -36,7 +36,8 @@ def main() -> None:
     from dfnas.data import load_source
     from dfnas.spaces import create_space
     from dfnas.strategies import create_strategy
-    from dfnas.strategies.common import SearchContext, SearchData, search_loss
+    from dfnas.strategies.common import SearchContext, search_loss
+    from dfnas.strategies.data import SearchData
 
     cfg = from_dict(SearchConfig, {"algo": "darts", "space": "nb201", "batch_size": 64, "darts": {"order": 1}})
     source = load_source("mnist")

@@ -66,7 +66,8 @@ def child(case: str, steps: int, warmup: int) -> dict:
     from dfnas.data import load_source
     from dfnas.spaces.base import apply_arch, fix, sample_arch
     from dfnas.strategies import create_strategy
-    from dfnas.strategies.common import SearchContext, SearchData, search_loss
+    from dfnas.strategies.common import SearchContext, search_loss
+    from dfnas.strategies.data import SearchData
     from dfnas.strategies.runner import build_supernet
 
     algo, space, order = CASES[case]

@@ -190,7 +190,8 @@ def test_paper_scale_supernets_take_one_step() -> None:
     from dfnas.data import Source
     from dfnas.spaces import create_space
     from dfnas.strategies import create_strategy
-    from dfnas.strategies.common import SearchContext, SearchData
+    from dfnas.strategies.common import SearchContext
+    from dfnas.strategies.data import SearchData
     from dfnas.teachers.spec import InputSpec
 
     t0 = time.perf_counter()

@@ -19,15 +19,10 @@ from dfnas.config import SearchConfig, from_dict
 from dfnas.data import Source
 from dfnas.spaces.base import InputChoice, LayerChoice, apply_arch, sample_arch
 from dfnas.strategies import create_strategy
-from dfnas.strategies.common import (
-    Hook,
-    SearchContext,
-    SearchData,
-    flops_cost_model,
-    recalibrate_bn,
-    search_loss,
-)
+from dfnas.strategies.common import Hook, SearchContext, recalibrate_bn, search_loss
+from dfnas.strategies.costs import flops_cost_model
 from dfnas.strategies.darts import derive_arch
+from dfnas.strategies.data import SearchData
 from dfnas.strategies.evolution import Evolution
 from dfnas.strategies.runner import run_search
 from dfnas.teachers.spec import InputSpec

@@ -32,13 +32,12 @@ from dfnas.strategies.common import (
     SearchContext,
     choice_instances,
     evaluate,
-    is_zero_op,
-    probe,
     search_loss,
     set_mixers,
     sgd_step,
     weight_optimizer,
 )
+from dfnas.strategies.costs import is_zero_op, probe
 
 
 def derive_arch(probs: dict[str, torch.Tensor], names: dict[str, list[str]],

@@ -33,18 +33,20 @@ from dfnas.io import derive_seed
 from dfnas.spaces.base import Arch, LayerChoice
 from dfnas.strategies.base import AlphaStrategy, SearchResult
 from dfnas.strategies.common import (
-    CostModel,
     SearchContext,
     choice_instances,
-    default_latency_cache,
     evaluate,
-    flops_cost_model,
-    latency_cost_model,
     recalibrate_bn,
     search_loss,
     set_mixers,
     sgd_step,
     weight_optimizer,
+)
+from dfnas.strategies.costs import (
+    CostModel,
+    default_latency_cache,
+    flops_cost_model,
+    latency_cost_model,
 )
 
 

@@ -26,9 +26,9 @@ from dfnas.strategies.common import (
     clip_grads,
     cosine,
     evaluate,
-    flops_cost_model,
     search_loss,
 )
+from dfnas.strategies.costs import flops_cost_model
 
 
 class RandomStrategy(Strategy):

@@ -39,7 +39,8 @@ from dfnas.io import (
 )
 from dfnas.spaces.base import fix, validate_arch
 from dfnas.strategies import COMPATIBLE_SPACES, SearchResult, create_strategy
-from dfnas.strategies.common import Hook, SearchContext, SearchData, set_mixers
+from dfnas.strategies.common import Hook, SearchContext, set_mixers
+from dfnas.strategies.data import SearchData
 from dfnas.teachers import Teacher
 from dfnas.teachers.online import OnlineTeacher, check_teacher_fits
 

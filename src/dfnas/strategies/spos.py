@@ -23,16 +23,15 @@ from dfnas.io import derive_seed
 from dfnas.spaces.base import Arch, apply_arch, arch_valid, sample_arch
 from dfnas.strategies.base import SearchResult, Strategy
 from dfnas.strategies.common import (
-    CostModel,
     SearchContext,
-    SearchData,
     candidate_score,
     evaluate,
-    flops_cost_model,
     recalibrate_bn,
     sgd_step,
     weight_optimizer,
 )
+from dfnas.strategies.costs import CostModel, flops_cost_model
+from dfnas.strategies.data import SearchData
 from dfnas.strategies.evolution import Evolution
 
 
