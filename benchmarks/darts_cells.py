@@ -3,6 +3,7 @@
     python benchmarks/darts_cells.py --bench runs/bench-clutter       # every source, 3 seeds (~13 min on 2 idle cores)
     python benchmarks/darts_cells.py --bench runs/bench-clutter --data real,synthetic --steps-per-epoch 27
     python benchmarks/darts_cells.py --quick                          # real data only, 1 short search (~1 min)
+    python benchmarks/darts_cells.py --bench runs/bench-clutter --data synthetic --online   # KD to the live teacher
 
 DARTS with the search recipe of a bench config (default configs/bench-clutter.yaml, its `darts`
 section; search seeds 0..N-1) on each of these data:
@@ -12,6 +13,8 @@ section; search seeds 0..N-1) on each of these data:
   real-kd-small  that subset with the teacher's logits
   synthetic      the bench folder's dfnas synthetic set (its stored logits)
   plain          the bench folder's plain-inversion set
+--online searches every teacher-labelled source with KD to the live teacher on each augmented
+view (the bench's `search_online_teacher`) instead of its stored logits.
 For every search: the derived cell, its 3x3 depth (how many 3x3 convs/pools the deepest live
 path from the cell input to its output stacks: `nb201_depth`), the supernet's val accuracy,
 FLOPs. On the clutter bench real data derived depth 2-3, synthetic data 0-2.
@@ -85,6 +88,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="override of the darts search config, key=value")
     ap.add_argument("--quick", action="store_true", help="real data, 1 seed, 3 epochs")
     ap.add_argument("--workdir", default=None, help="keep the searches here (reruns resume)")
+    ap.add_argument("--online", action="store_true", help="teacher-labelled data: KD to the live teacher on each view")
     args = ap.parse_args()
     torch.set_num_threads(2)
 
@@ -107,13 +111,15 @@ def main() -> None:
     except DfnasError as e:
         sys.exit(f"darts_cells: {e}")
 
+    teacher = load_teacher(cfg.teacher.ref, cfg.teacher.weights, cfg.teacher.spec) if args.online else None
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="dfnas-darts-cells-"))
     rows: dict[str, list[dict]] = {}
     for name, src in sources.items():
         for seed in range(seeds):
             s = cfg.search_config("darts", seed)
             t0 = time.perf_counter()
-            rec = run_search(s, src, work / f"{name}-s{seed}", progress=False)
+            online = teacher if args.online and name != "real" else None
+            rec = run_search(s, src, work / f"{name}-s{seed}", progress=False, teacher=online)
             row = {"seed": seed, "cell": rec["nb201_string"], "depth3x3": nb201_depth(rec["choices"]),
                    "supernet_val_acc": round(rec["search"]["supernet_val_acc"], 3),
                    "mflops": round(rec["flops"] / 1e6, 2), "seconds": round(time.perf_counter() - t0, 1)}

@@ -1,7 +1,8 @@
-"""Data-free distillation quality of `dfnas synth` on the bundled MNIST teacher.
+"""Data-free distillation quality of `dfnas synth` on a bundled teacher (MNIST by default).
 
     python benchmarks/synth_quality.py                 # full protocol (~14 min on 2 idle cores)
     python benchmarks/synth_quality.py --quick         # small smoke version (~2 min)
+    python benchmarks/synth_quality.py --bench-config configs/bench-clutter.yaml   # mnist-clutter (~35 min)
 
 A fixed small student is trained only on a synthetic set (KD to the stored soft labels,
 T = 3) and tested on the real MNIST test split. References measured in the same run: the
@@ -12,6 +13,10 @@ images distilled with the teacher queried online on each augmented view. Every s
 has 200 images per class (RLC rows 66 per round x 3 = 198), half the real reference's 4,000
 labelled images; every student gets the same number of SGD steps, with seeds 0,1,2 (mean ±
 std); each set is synthesized once with seed 0.
+With --bench-config the task is that bench config's (teacher, train and test data) and every
+row starts from its `synth` section (rounds, steps, regional canvas, ...), with the bench's
+image count (per_class x rounds per class): how well the images the bench searches on carry
+the teacher's knowledge.
 Last line: JSON {metric, value, reference, ratio} with value = full-method accuracy,
 reference = real-data accuracy (target ratio >= 0.97).
 """
@@ -19,6 +24,7 @@ reference = real-data accuracy (target ratio >= 0.97).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -30,22 +36,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dfnas.bench import build_config
 from dfnas.bench.sources import noise_source
-from dfnas.config import SynthConfig
+from dfnas.config import SynthConfig, load_yaml
 from dfnas.data import Source, load_source
+from dfnas.errors import DfnasError
 from dfnas.losses import kd_loss
 from dfnas.synth import synthesize
 from dfnas.teachers import load_teacher
+from dfnas.teachers.spec import InputSpec
 from dfnas.transforms import augment
 
 
-def student(width: int = 16) -> nn.Module:
+def student(spec: InputSpec, width: int = 16) -> nn.Module:
     """A LeNet-like student, smaller than the teacher and of a different shape."""
     w = width
     return nn.Sequential(
-        nn.Conv2d(1, w, 5, padding=2, bias=False), nn.BatchNorm2d(w), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(spec.channels, w, 5, padding=2, bias=False), nn.BatchNorm2d(w), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(w, 2 * w, 5, padding=2, bias=False), nn.BatchNorm2d(2 * w), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(2 * w * 49, 64), nn.ReLU(), nn.Linear(64, 10),
+        nn.Flatten(), nn.Linear(2 * w * (spec.height // 4) * (spec.width // 4), 64), nn.ReLU(),
+        nn.Linear(64, spec.num_classes),
     )
 
 
@@ -54,7 +64,7 @@ def fit(src: Source, test: Source, steps: int, seed: int, temperature: float = 3
     whatever its size); KD to stored logits if it has them, else CE. Real test accuracy."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = student()
+    model = student(src.spec)
     bs = 64
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=steps, pct_start=0.15)
@@ -93,6 +103,8 @@ def fit(src: Source, test: Source, steps: int, seed: int, temperature: float = 3
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--bench-config", default=None,
+                    help="a dfnas bench config: its teacher, data and synth section (default: MNIST, SynthConfig defaults)")
     ap.add_argument("--images-per-class", type=int, default=None, help="images per class in every row")
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--steps", type=int, default=None)
@@ -101,21 +113,33 @@ def main() -> None:
     ap.add_argument("--workdir", default=None, help="keep the synthetic sets here (reruns resume)")
     ap.add_argument("--set", action="append", default=[], help="synth override for every row, key=value")
     args = ap.parse_args()
-    rounds = args.rounds or (2 if args.quick else 3)
-    per_class_total = args.images_per_class or (20 if args.quick else 200)
-    steps = args.steps or (60 if args.quick else 150)
+    import yaml
+
+    synth0: dict = {}
+    teacher_ref, train_data, test_data = "mnist-cnn", "mnist", "mnist"
+    if args.bench_config:
+        try:
+            bcfg = build_config(load_yaml(args.bench_config))
+        except DfnasError as e:
+            sys.exit(f"synth_quality: {e}")
+        synth0 = {k: v for k, v in dataclasses.asdict(bcfg.synth).items() if k not in ("per_class", "rounds", "seed", "regional")}
+        teacher_ref, train_data, test_data = bcfg.teacher.ref, bcfg.train_data, bcfg.test_data
+        full = (bcfg.synth.rounds, bcfg.synth.per_class * bcfg.synth.rounds, bcfg.synth.steps)
+    else:
+        full = (3, 200, 150)
+    rounds, per_class_total, steps = (2, 20, 60) if args.quick else full
+    rounds, per_class_total, steps = args.rounds or rounds, args.images_per_class or per_class_total, args.steps or steps
     student_steps = args.student_steps or (150 if args.quick else 1000)
     seeds = [int(s) for s in args.seeds.split(",")]
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
-    teacher = load_teacher("mnist-cnn")
-    real = load_source("mnist", split="train")
-    test = load_source("mnist", split="test")
+    teacher = load_teacher(teacher_ref)
+    real = load_source(train_data, teacher.spec, split="train")
+    test = load_source(test_data, teacher.spec, split="test")
     work = Path(args.workdir or tempfile.mkdtemp(prefix="dfnas-bench-"))
-    import yaml
 
     overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
-    base = dict(steps=steps, seed=0, **overrides)
+    base = {**synth0, "steps": steps, "seed": 0, **overrides}
     rows_cfg = {
         "plain inversion": SynthConfig(**base, rounds=1, per_class=per_class_total, regional=False),
         "+RLC": SynthConfig(**base, rounds=rounds, per_class=per_class_total // rounds, regional=False),
@@ -134,7 +158,8 @@ def main() -> None:
         print(f"{name:<26} n={r['images']:>5}  acc {100 * r['acc_mean']:.2f} ± {100 * r['acc_std']:.2f}", flush=True)
 
     # the real reference gets the same number of SGD steps as every synthetic row
-    record("real (4,000 labelled)", real)
+    real_row = f"real ({len(real):,} labelled)"
+    record(real_row, real)
     dirs = {name: work / f"set{i}" for i, name in enumerate(rows_cfg)}
     for name, cfg in rows_cfg.items():
         out = dirs[name]
@@ -150,10 +175,12 @@ def main() -> None:
     # queried on every augmented view, as `dfnas train --teacher` / `dfnas run` do
     record("dfnas images, online KD", load_source(str(dirs["RLC + regional (dfnas)"])), online=True)
 
-    real_acc = results["real (4,000 labelled)"]["acc_mean"]
+    real_acc = results[real_row]["acc_mean"]
     full = results["RLC + regional (dfnas)"]["acc_mean"]
     print(json.dumps({"rows": results, "settings": {"rounds": rounds, "images_per_class": per_class_total,
-                      "steps": steps, "student_steps": student_steps, "seeds": seeds, "overrides": overrides}}, indent=1), file=sys.stderr)
+                      "steps": steps, "student_steps": student_steps, "seeds": seeds, "overrides": overrides,
+                      "bench_config": args.bench_config, "teacher": teacher_ref, "data": [train_data, test_data]}},
+                     indent=1), file=sys.stderr)
     print(json.dumps({"metric": "student_acc_full_method_vs_real", "value": round(full, 4),
                       "reference": round(real_acc, 4), "ratio": round(full / real_acc, 4),
                       "plain": round(results["plain inversion"]["acc_mean"], 4),
