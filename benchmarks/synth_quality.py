@@ -2,7 +2,7 @@
 
     python benchmarks/synth_quality.py                 # full protocol (~14 min on 2 idle cores)
     python benchmarks/synth_quality.py --quick         # small smoke version (~2 min)
-    python benchmarks/synth_quality.py --bench-config configs/bench-clutter.yaml   # mnist-clutter (~35 min)
+    python benchmarks/synth_quality.py --bench-config configs/bench-clutter.yaml   # mnist-clutter (~30 min)
 
 A fixed small student is trained only on a synthetic set (KD to the stored soft labels,
 T = 3) and tested on the real MNIST test split. References measured in the same run: the
