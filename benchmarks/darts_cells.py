@@ -43,7 +43,7 @@ from dfnas.data import Source, load_source
 from dfnas.errors import DfnasError
 from dfnas.spaces.nb201 import nb201_depth
 from dfnas.strategies.runner import run_search
-from dfnas.teachers import load_teacher
+from dfnas.teachers import Teacher, load_teacher
 from dfnas.teachers.online import OnlineTeacher, logits_of_images
 
 DATA = ("real", "real-kd", "real-small", "real-kd-small", "synthetic", "plain")
@@ -56,8 +56,7 @@ def with_teacher_labels(src: Source, teacher: torch.nn.Module) -> Source:
                                identity={**src.identity, "labels": "teacher-logits"})
 
 
-def build_sources(names: list[str], cfg: BenchConfig, bench: Path | None) -> dict[str, Source]:
-    teacher = load_teacher(cfg.teacher.ref, cfg.teacher.weights, cfg.teacher.spec)
+def build_sources(names: list[str], cfg: BenchConfig, bench: Path | None, teacher: Teacher) -> dict[str, Source]:
     real = load_source(cfg.train_data, teacher.spec)
     stored: dict[str, Source] = {}
     for name in ("synthetic", "plain"):
@@ -106,12 +105,12 @@ def main() -> None:
     if bad:
         sys.exit(f"darts_cells: unknown --data {bad[0]!r}; choose from {', '.join(DATA)}")
     seeds = 1 if args.quick else args.seeds
+    teacher = load_teacher(cfg.teacher.ref, cfg.teacher.weights, cfg.teacher.spec)
     try:
-        sources = build_sources(names, cfg, Path(args.bench) if args.bench else None)
+        sources = build_sources(names, cfg, Path(args.bench) if args.bench else None, teacher)
     except DfnasError as e:
         sys.exit(f"darts_cells: {e}")
 
-    teacher = load_teacher(cfg.teacher.ref, cfg.teacher.weights, cfg.teacher.spec) if args.online else None
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="dfnas-darts-cells-"))
     rows: dict[str, list[dict]] = {}
     for name, src in sources.items():
