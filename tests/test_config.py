@@ -34,5 +34,9 @@ def test_overrides_parse_yaml_values():
 def test_validate_ranges():
     with pytest.raises(DfnasError, match="region_area"):
         SynthConfig(region_area=(0.9, 0.2)).validate(10)
+    with pytest.raises(DfnasError, match="affine_scale"):
+        SynthConfig(affine_scale=1.5).validate(10)
+    with pytest.raises(DfnasError, match="affine_rotate"):
+        SynthConfig(affine_rotate=-5).validate(10)
     assert SynthConfig(regional=False).resolve(28, 28).jitter == 4  # H / 7 of the input
     assert SynthConfig().resolve(28, 28).jitter == 5  # of the 8/7 canvas (32 px) the regional windows move on

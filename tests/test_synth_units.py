@@ -9,7 +9,7 @@ from dfnas.config import SynthConfig
 from dfnas.synth.bn_hooks import FeatureProbe, Taps, bn_losses
 from dfnas.synth.engine import Inverter, lr_at, phases
 from dfnas.synth.losses import l2_prior, task_loss_per_image, tv_l1, tv_l2
-from dfnas.synth.regional import box_mask, crop_resize, sample_boxes
+from dfnas.synth.regional import box_mask, crop_resize, random_affine, sample_boxes
 from dfnas.teachers import load_teacher
 
 
@@ -92,6 +92,34 @@ def test_full_box_crop_is_identity_and_flip_mirrors():
     boxes = torch.tensor([[0, 0, 7, 9]] * 2)
     assert torch.allclose(crop_resize(x, boxes, (7, 9)), x, atol=1e-5)
     assert torch.allclose(crop_resize(x, boxes, (7, 9), torch.tensor([True, False]))[0], x[0].flip(-1), atol=1e-5)
+
+
+def test_random_affine_turns_and_zooms_about_the_centre():
+    gen = torch.Generator().manual_seed(0)
+    yy, xx = torch.meshgrid(torch.arange(33.0), torch.arange(33.0), indexing="ij")
+    r2 = (yy - 16) ** 2 + (xx - 16) ** 2
+    disk = (r2 <= 64).float().expand(8, 1, 33, 33)
+    bar = ((yy - 16).abs() <= 2).float().expand(8, 1, 33, 33)
+    assert torch.allclose(random_affine(bar, 0.0, 0.0, gen), bar, atol=1e-5)
+    # any turn about the centre leaves a centred disk in place, but not a bar
+    assert (random_affine(disk, 0.0, 180.0, gen) - disk).abs().mean() < 0.02
+    assert (random_affine(bar, 0.0, 180.0, gen) - bar).abs().mean() > 0.1
+    # zooms change the disk's area by the squared factor, within U(1-s, 1+s)^2
+    area = random_affine(disk, 0.3, 0.0, gen).sum((1, 2, 3)) / disk[0].sum()
+    assert area.min() > 0.7**2 * 0.9 and area.max() < 1.3**2 * 1.1 and area.std() > 0.05
+
+
+def test_affine_view_passes_gradient_and_default_view_is_unchanged():
+    t = load_teacher("mnist-cnn")
+    x = torch.rand(4, 1, 28, 28, requires_grad=True)
+    plain = Inverter(FeatureProbe(t.module), t.spec, SynthConfig(regional=False).resolve(28, 28), "cpu")
+    assert torch.equal(plain.view(x, torch.Generator().manual_seed(1)), x)
+    cfg = SynthConfig(regional=False, affine_scale=0.2, affine_rotate=20).resolve(28, 28)
+    inv = Inverter(FeatureProbe(t.module), t.spec, cfg, "cpu")
+    v = inv.view(x, torch.Generator().manual_seed(1))
+    assert not torch.allclose(v, x, atol=1e-3)
+    v.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
 
 
 def test_boxes_respect_area_and_canvas():

@@ -1,6 +1,6 @@
 """One batch of model inversion: the inner loop of `dfnas synth` (SPEC section 2).
 
-    x (B,C,h,w) in [0,1]  --crop+resize+flip-->  view (B,C,H,W)  --spec-->  teacher input
+    x (B,C,h,w) in [0,1]  --crop+resize+flip(+zoom/turn)-->  view (B,C,H,W)  --spec-->  teacher input
     loss = task(teacher(roll(input)), target) + a_feat * sum_l w_l BN_l + priors(input)
 
 The loop is one teacher forward+backward plus a few batched tensor ops; all randomness comes
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from dfnas.config import SynthConfig
 from dfnas.synth.bn_hooks import FeatureProbe, bn_losses
 from dfnas.synth.losses import l2_prior, task_loss_per_image, tv_l1, tv_l2
-from dfnas.synth.regional import crop_resize, full_boxes, sample_boxes
+from dfnas.synth.regional import crop_resize, full_boxes, random_affine, sample_boxes
 from dfnas.teachers.spec import InputSpec
 
 
@@ -77,7 +77,14 @@ class Inverter:
 
     # -------------------------------------------------------------------- views
     def view(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """Random region (or the whole image), resized to the input, randomly flipped."""
+        """Random region (or the whole image), resized to the input, randomly flipped, then
+        randomly zoomed and turned where `affine_scale` / `affine_rotate` ask for it."""
+        v = self._region(x, gen)
+        if self.cfg.affine_scale or self.cfg.affine_rotate:
+            v = random_affine(v, self.cfg.affine_scale, self.cfg.affine_rotate, gen)
+        return v
+
+    def _region(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         n, _, h, w = x.shape
         cfg = self.cfg
         coin = (torch.rand(n, generator=gen) < 0.5) if self.flip else None

@@ -77,3 +77,17 @@ def crop_resize(
 
 
 _EPS = 1e-3
+
+
+def random_affine(x: torch.Tensor, scale: float, degrees: float, generator: torch.Generator) -> torch.Tensor:
+    """Per-image random zoom by U(1 - scale, 1 + scale) and rotation by U(-degrees, degrees)
+    about the centre, zeros outside (transformation robustness: class evidence that survives
+    small zooms and turns is larger-scale than evidence tied to one pixel grid)."""
+    n = len(x)
+    s = 1 + (torch.rand(n, generator=generator) * 2 - 1) * scale
+    a = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(degrees)
+    cos, sin = torch.cos(a) / s, torch.sin(a) / s
+    zero = torch.zeros_like(cos)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
