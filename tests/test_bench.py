@@ -240,15 +240,18 @@ def test_shipped_bench_config_is_the_default_and_quick_wins_over_it() -> None:
     assert build_config(load_yaml(path), quick=True) == build_config({}, quick=True)
 
 
-def test_clutter_bench_config_changes_only_the_task() -> None:
-    """configs/bench-clutter.yaml is the documented regime on mnist-clutter, nothing else."""
+def test_clutter_bench_config_changes_only_the_task_and_views() -> None:
+    """configs/bench-clutter.yaml is the documented regime on mnist-clutter, plus zoomed and
+    turned synthesis views, nothing else."""
     import dataclasses
 
     from dfnas.config import load_yaml
 
     cfg = build_config(load_yaml(Path(__file__).resolve().parents[1] / "configs" / "bench-clutter.yaml"))
+    assert (cfg.synth.affine_scale, cfg.synth.affine_rotate) == (0.15, 15.0)
     task = {"teacher": dataclasses.replace(cfg.teacher, ref="mnist-cnn"), "train_data": "mnist",
-            "test_data": "mnist", "out": "runs/bench"}
+            "test_data": "mnist", "out": "runs/bench",
+            "synth": dataclasses.replace(cfg.synth, affine_scale=0.0, affine_rotate=0.0)}
     assert dataclasses.replace(cfg, **task) == build_config({})
     assert (cfg.teacher.ref, cfg.train_data, cfg.test_data) == ("mnist-clutter-cnn", "mnist-clutter", "mnist-clutter")
 
