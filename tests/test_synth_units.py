@@ -9,8 +9,9 @@ from dfnas.config import SynthConfig
 from dfnas.synth.bn_hooks import FeatureProbe, Taps, bn_losses
 from dfnas.synth.engine import Inverter, lr_at, phases
 from dfnas.synth.losses import l2_prior, task_loss_per_image, tv_l1, tv_l2
-from dfnas.synth.regional import box_mask, crop_resize, random_affine, sample_boxes
+from dfnas.synth.regional import box_mask, crop_resize, sample_boxes
 from dfnas.teachers import load_teacher
+from dfnas.transforms import random_affine
 
 
 def _net() -> nn.Module:

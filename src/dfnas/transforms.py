@@ -1,9 +1,11 @@
 """Batched augmentations on image tensors (no torchvision): one kernel per batch, no Python loop.
 
-Used for training students/teachers on real or synthetic images.
+Used for training students/teachers on real or synthetic images, and on synthesis views.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -23,8 +25,26 @@ def random_translate(x: torch.Tensor, max_shift: int, generator: torch.Generator
     theta[:, 1, 1] = 1
     theta[:, 0, 2] = shifts[:, 0] * 2 / w
     theta[:, 1, 2] = shifts[:, 1] * 2 / h
+    return _warp(x, theta, "nearest")
+
+
+def random_affine(x: torch.Tensor, scale: float, degrees: float, generator: torch.Generator) -> torch.Tensor:
+    """Per-image random zoom by U(1 - scale, 1 + scale) and rotation by U(-degrees, degrees)
+    about the centre, zeros outside (transformation robustness: class evidence that survives
+    small zooms and turns is larger-scale than evidence tied to one pixel grid)."""
+    n = len(x)
+    s = 1 + (torch.rand(n, generator=generator) * 2 - 1) * scale
+    a = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(degrees)
+    cos, sin = torch.cos(a) / s, torch.sin(a) / s
+    zero = torch.zeros_like(cos)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    return _warp(x, theta.to(x), "bilinear")
+
+
+def _warp(x: torch.Tensor, theta: torch.Tensor, mode: str) -> torch.Tensor:
+    """Resample each image through its (2, 3) affine map; zero fill outside."""
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)
 
 
 def random_hflip(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from dfnas.config import SynthConfig
 from dfnas.synth.bn_hooks import FeatureProbe, bn_losses
 from dfnas.synth.losses import l2_prior, task_loss_per_image, tv_l1, tv_l2
-from dfnas.synth.regional import crop_resize, full_boxes, random_affine, sample_boxes
+from dfnas.synth.regional import crop_resize, full_boxes, sample_boxes
 from dfnas.teachers.spec import InputSpec
+from dfnas.transforms import random_affine
 
 
 @dataclasses.dataclass

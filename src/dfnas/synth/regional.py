@@ -5,9 +5,9 @@ image towards the target at a different scale and position (more objects/parts p
 more varied images). Crop, resize, flip and the low-resolution phase are one `grid_sample`
 per batch: the sampling grid maps output pixel centres onto pixel centres of the box, so
 bilinear interpolation never reads (or sends gradient to) a pixel outside it.
-The optional zoom and turn of a view (`random_affine`) is a second `grid_sample` on the
-view, not folded into the crop: a zoomed-out view is padded with the darkest pixel value, so
-pixels outside the box still get no gradient.
+The optional zoom and turn of a view (`dfnas.transforms.random_affine`) is a second
+`grid_sample` on the view, not folded into the crop: a zoomed-out view is padded with the
+darkest pixel value, so pixels outside the box still get no gradient.
 """
 
 from __future__ import annotations
@@ -81,16 +81,3 @@ def crop_resize(
 
 _EPS = 1e-3
 
-
-def random_affine(x: torch.Tensor, scale: float, degrees: float, generator: torch.Generator) -> torch.Tensor:
-    """Per-image random zoom by U(1 - scale, 1 + scale) and rotation by U(-degrees, degrees)
-    about the centre, zeros outside (transformation robustness: class evidence that survives
-    small zooms and turns is larger-scale than evidence tied to one pixel grid)."""
-    n = len(x)
-    s = 1 + (torch.rand(n, generator=generator) * 2 - 1) * scale
-    a = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(degrees)
-    cos, sin = torch.cos(a) / s, torch.sin(a) / s
-    zero = torch.zeros_like(cos)
-    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
-    grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
