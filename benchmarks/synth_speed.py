@@ -14,6 +14,7 @@ statistics of every BN input, the priors, Adam and the clamp. Both are timed int
 (best of `--repeats` blocks) so load from other processes hits both alike. On CPU the
 allocator is tuned as in `dfnas synth` (freed activations are reused, not page-faulted in
 again), for both measurements.
+`--profile N` prints the N ops taking the most device time in five steps (after timing).
 Last line: JSON {metric, value, reference, ratio, images_per_second}; target ratio <= 1.15.
 """
 
@@ -45,6 +46,10 @@ def main() -> None:
     ap.add_argument("--factory", default=None, help="module:function building the teacher (default: bundled mnist-cnn)")
     ap.add_argument("--size", type=int, default=224, help="input size with --factory")
     ap.add_argument("--classes", type=int, default=1000, help="classes with --factory")
+    ap.add_argument("--affine-scale", type=float, default=SynthConfig.affine_scale, help="synth.affine_scale")
+    ap.add_argument("--affine-rotate", type=float, default=SynthConfig.affine_rotate, help="synth.affine_rotate")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="also print the N ops that take the most device time over five steps (torch.profiler)")
     args = ap.parse_args()
     dev = torch.device(args.device)
     if dev.type == "cpu":  # as `dfnas synth` does; applies to the reference and the step alike
@@ -60,7 +65,8 @@ def main() -> None:
         t.module.to(memory_format=torch.channels_last)
     spec = t.spec
     cfg = SynthConfig(device=args.device, amp=args.amp, regional=not args.no_regional, lowres_fraction=0.0,
-                      channels_last=args.channels_last).resolve(spec.height, spec.width)
+                      channels_last=args.channels_last, affine_scale=args.affine_scale,
+                      affine_rotate=args.affine_rotate).resolve(spec.height, spec.width)
     inv = Inverter(FeatureProbe(t.module), spec, cfg, dev)
     hard = (torch.arange(args.batch) % spec.num_classes).to(dev)
     x = torch.rand(args.batch, spec.channels, spec.height, spec.width, device=dev).requires_grad_(True)
@@ -97,12 +103,29 @@ def main() -> None:
         tb.append(timed(bare))
         ts.append(timed(step))
     b, s = min(tb), min(ts)
+    if args.profile:
+        _profile(step, dev, args.profile)
     print(f"device {dev}, threads {torch.get_num_threads()}, batch {args.batch}: bare fwd+bwd {b * 1e3:.1f} ms, "
           f"synthesis step {s * 1e3:.1f} ms (ratio {s / b:.3f}), {args.batch / s:.0f} images-steps/s")
     print(json.dumps({"metric": "synth_step_seconds", "value": round(s, 5), "reference": round(b, 5),
                       "ratio": round(s / b, 4), "images_per_second": round(args.batch / s, 1),
                       "target_ratio": 1.15, "device": str(dev), "batch": args.batch, "teacher": t.name,
-                      "amp": args.amp, "channels_last": args.channels_last}))
+                      "amp": args.amp, "channels_last": args.channels_last,
+                      "affine": [args.affine_scale, args.affine_rotate]}))
+
+
+def _profile(step, dev: torch.device, rows: int) -> None:
+    """Where a step's time goes, per op, over 5 steps: launch-bound steps show many short kernels."""
+    acts = [torch.profiler.ProfilerActivity.CPU]
+    if dev.type == "cuda":
+        acts.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=acts) as prof:
+        for _ in range(5):
+            step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+    key = "self_cuda_time_total" if dev.type == "cuda" else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=rows))
 
 
 if __name__ == "__main__":

@@ -61,10 +61,12 @@ def test_bn_probe_on_cuda_matches_cpu_in_both_layouts(monkeypatch: pytest.Monkey
         assert cos > 0.98, f"{layout}: bf16 gradient direction off (cosine {cos:.3f})"
 
 
-@pytest.mark.parametrize("amp,channels_last", [(False, False), (True, True)])
-def test_synthesis_on_cuda_stores_exact_soft_labels(tmp_path, tiny_cfg, amp: bool, channels_last: bool) -> None:
+@pytest.mark.parametrize("amp,channels_last,affine", [(False, False, 0.0), (True, True, 0.15)])
+def test_synthesis_on_cuda_stores_exact_soft_labels(tmp_path, tiny_cfg, amp: bool, channels_last: bool,
+                                                    affine: float) -> None:
     t = load_teacher("mnist-cnn")
-    cfg = dataclasses.replace(tiny_cfg, device=DEV, amp=amp, channels_last=channels_last)
+    cfg = dataclasses.replace(tiny_cfg, device=DEV, amp=amp, channels_last=channels_last,
+                              affine_scale=affine, affine_rotate=100 * affine)  # zoom/turn: a second grid_sample
     synthesize(t, cfg, tmp_path / "s", progress=False)
     p = next(t.module.parameters())
     assert p.device.type == "cpu" and p.is_contiguous(), "the teacher goes back where it came from"
