@@ -304,3 +304,15 @@ def test_search_job_key_ignores_other_algorithms_sections() -> None:
     assert search_key(d) != search_key(dataclasses.replace(d, darts=dataclasses.replace(d.darts, arch_lr=0.1)))
     r = dataclasses.replace(d, algo="random")
     assert search_key(r) != search_key(dataclasses.replace(r, spos=dataclasses.replace(r.spos, flops_limit=1.0)))
+
+
+def test_synth_seed_picks_another_synthesis_draw() -> None:
+    """`--set synth.seed=N` must change the bench's sets (it was silently ignored), and the
+    default 0 must keep the seeds the committed docs runs were made with."""
+    from dfnas.bench.protocol import synthesis_seed
+    from dfnas.io import derive_seed
+
+    assert synthesis_seed(0, 0, "synthetic") == derive_seed(0, "bench-synth", "synthetic")
+    draws = {synthesis_seed(0, s, n) for s in (0, 1, 2) for n in ("synthetic", "plain")}
+    assert len(draws) == 6
+    assert synthesis_seed(1, 0, "synthetic") != synthesis_seed(0, 1, "synthetic")

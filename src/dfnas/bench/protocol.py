@@ -209,12 +209,18 @@ def _teacher_job(b: Bench) -> dict[str, Any]:
             **profile(t.module, (s.channels, s.height, s.width))}
 
 
+def synthesis_seed(bench_seed: int, synth_seed: int, name: str) -> int:
+    """Seed of the bench's `name` set: drawn from the bench seed, so that sets differ by name; a
+    non-zero `synth.seed` picks another draw with all else fixed (0 keeps the documented runs' sets)."""
+    return derive_seed(bench_seed, "bench-synth", name, *((synth_seed,) if synth_seed else ()))
+
+
 def _data_job(b: Bench, name: str) -> dict[str, Any]:
     from dfnas.bench.sources import plain_config
     from dfnas.synth import synthesize
 
     cfg = b.cfg.synth if name == "synthetic" else plain_config(b.cfg.synth)
-    cfg = dataclasses.replace(cfg, seed=derive_seed(b.cfg.seed, "bench-synth", name))
+    cfg = dataclasses.replace(cfg, seed=synthesis_seed(b.cfg.seed, cfg.seed, name))
     rep = synthesize(b.teacher, cfg, b.out / "data" / name, progress=b.progress)
     return {"report": rep, "config": to_dict(cfg)}
 
