@@ -57,6 +57,7 @@ def test_partial_sections_keep_bench_defaults() -> None:
     ({"darts": {"space_args": {"width": 3}}}, "darts.space_args"),
     ({"final_per_class": 0}, "final_per_class"),
     ({"ranking": {"score": "acc"}}, "ranking.score"),
+    ({"darts": {"seed": 3}}, "'darts.seed' is not used"),  # the bench seeds searches itself
 ])
 def test_bad_config_is_one_line_error(data: dict, needle: str) -> None:
     with pytest.raises(DfnasError) as e:

@@ -99,6 +99,9 @@ def validate(cfg: BenchConfig) -> None:
         if s.algo != a:
             raise DfnasError(f"config key '{a}.algo' must be {a} (each section configures its own algorithm)")
         validate_search(s, a)
+        if s.seed != 0:  # the bench seeds every search itself; a silently ignored key misleads
+            raise DfnasError(f"config key '{a}.seed' is not used by dfnas bench (search repeat r runs with "
+                             f"seed 'seed' + r): set 'seed' instead, or leave '{a}.seed' at 0")
     cfg.synth.validate(1)
     if cfg.ranking.algo not in algos:
         raise DfnasError(f"config key 'ranking.algo': choose one of {list(algos)}")
