@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -200,6 +201,15 @@ def test_other_config_refused_unless_force(bench: tuple[Path, dict], tmp_path: P
     out, _ = bench
     with pytest.raises(DfnasError, match="another config.*seeds"):
         run_bench(quick("seeds=[0, 1, 2]"), out, progress=False)
+    # a folder written before an option existed is not "another config" while the option is at its default
+    meta = json.loads((out / "bench.json").read_text())
+    older = tmp_path / "older"
+    shutil.copytree(out, older)
+    del meta["config"]["synth"]["affine_scale"]
+    (older / "bench.json").write_text(json.dumps(meta))
+    run_bench(quick(), older, progress=False)
+    with pytest.raises(DfnasError, match="another config.*synth_draws"):
+        run_bench(quick("search_repeats=2", "synth_draws=2"), older, progress=False)
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
@@ -243,15 +253,15 @@ def test_shipped_bench_config_is_the_default_and_quick_wins_over_it() -> None:
 
 def test_clutter_bench_config_changes_only_the_task_and_views() -> None:
     """configs/bench-clutter.yaml is the documented regime on mnist-clutter, plus zoomed and
-    turned synthesis views, nothing else."""
+    turned synthesis views, with the single synthetic set its documented run used; nothing else."""
     import dataclasses
 
     from dfnas.config import load_yaml
 
     cfg = build_config(load_yaml(Path(__file__).resolve().parents[1] / "configs" / "bench-clutter.yaml"))
-    assert (cfg.synth.affine_scale, cfg.synth.affine_rotate) == (0.15, 15.0)
+    assert (cfg.synth.affine_scale, cfg.synth.affine_rotate, cfg.synth_draws) == (0.15, 15.0, 1)
     task = {"teacher": dataclasses.replace(cfg.teacher, ref="mnist-cnn"), "train_data": "mnist",
-            "test_data": "mnist", "out": "runs/bench",
+            "test_data": "mnist", "out": "runs/bench", "synth_draws": 3,
             "synth": dataclasses.replace(cfg.synth, affine_scale=0.0, affine_rotate=0.0)}
     assert dataclasses.replace(cfg, **task) == build_config({})
     assert (cfg.teacher.ref, cfg.train_data, cfg.test_data) == ("mnist-clutter-cnn", "mnist-clutter", "mnist-clutter")
@@ -317,3 +327,25 @@ def test_synth_seed_picks_another_synthesis_draw() -> None:
     draws = {synthesis_seed(0, s, n) for s in (0, 1, 2) for n in ("synthetic", "plain")}
     assert len(draws) == 6
     assert synthesis_seed(1, 0, "synthetic") != synthesis_seed(0, 1, "synthetic")
+
+
+def test_synth_draws_give_each_repeat_its_own_set(tmp_path: Path) -> None:
+    """synth_draws=2: repeat 1 searches on a second, differently seeded set; real data is shared."""
+    out = tmp_path / "draws"
+    res = run_bench(quick("algos=[spos]", "sources=[real,synthetic]", "search_repeats=2", "synth_draws=2",
+                          "ranking.enabled=false"), out, progress=False)
+    sets = [out / "data" / "synthetic", out / "data" / "synthetic-d1"]
+    assert all((p / "manifest.json").is_file() for p in sets)
+    from dfnas.bench.sources import synthetic_source
+
+    a, b = (synthetic_source(p, "synthetic") for p in sets)
+    assert a.identity["dataset_sha256"] != b.identity["dataset_sha256"] and not torch.equal(a.x, b.x)
+    read = [json.loads((out / "search" / f"spos-{s}" / "run.json").read_text())["data"]
+            for s in ("synthetic", "synthetic-r1", "real", "real-r1")]
+    assert [r["dataset_sha256"] for r in read[:2]] == [a.identity["dataset_sha256"], b.identity["dataset_sha256"]]
+    assert read[2] == read[3]
+    assert res["data"]["synthetic-d1"]["config"]["seed"] != res["data"]["synthetic"]["config"]["seed"]
+    report = (out / "report.md").read_text()
+    assert "dfnas synthetic (draw 1)" in report and "data/synthetic-d1/previews/round-00.png" in report
+    with pytest.raises(DfnasError, match="synth_draws"):
+        quick("search_repeats=2", "synth_draws=3")

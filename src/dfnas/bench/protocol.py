@@ -113,6 +113,9 @@ def validate(cfg: BenchConfig) -> None:
         raise DfnasError(f"config key 'zeroshot.proxy': {cfg.zeroshot.proxy!r} is not allowed; choose one of {list(PROXIES)}")
     if cfg.zeroshot.samples < 1 or cfg.random_archs < 0 or cfg.search_repeats < 1:
         raise DfnasError("config keys 'zeroshot.samples' and 'search_repeats' must be >= 1 and 'random_archs' >= 0")
+    if not 1 <= cfg.synth_draws <= cfg.search_repeats:
+        raise DfnasError(f"config key 'synth_draws' must be in [1, search_repeats={cfg.search_repeats}] (search "
+                         f"repeat r uses draw r mod synth_draws); got {cfg.synth_draws}")
     if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
         raise DfnasError(f"config key 'seeds': give distinct integers, e.g. [0, 1, 2]; got {cfg.seeds}")
     if cfg.final_per_class is not None and cfg.final_per_class < 1:
@@ -187,8 +190,9 @@ class Bench:
                 self._sources[name] = load_source(ref, self.teacher.spec, split)
             elif name == "final":  # the real train subset every architecture is trained on
                 self._sources[name] = per_class_subset(self.source("real"), self.cfg.final_per_class)
-            elif name in ("synthetic", "plain"):
-                self._sources[name] = synthetic_source(self.out / "data" / name, name)
+            elif name.partition("@")[0] in ("synthetic", "plain"):  # "synthetic@2": draw 2
+                base, _, d = name.partition("@")
+                self._sources[name] = synthetic_source(self.out / "data" / (base + _draw(int(d or 0))), base)
             elif name == "noise":
                 s = self.cfg.synth
                 self._sources[name] = noise_source(self.teacher, s.per_class * s.rounds, derive_seed(self.cfg.seed, "noise"))
@@ -218,13 +222,24 @@ def synthesis_seed(bench_seed: int, synth_seed: int, name: str) -> int:
     return derive_seed(bench_seed, "bench-synth", name, *((synth_seed,) if synth_seed else ()))
 
 
-def _data_job(b: Bench, name: str) -> dict[str, Any]:
+def _draw(d: int) -> str:
+    """Folder/job suffix of synthesis draw d (none for the first: single-draw runs keep their names)."""
+    return f"-d{d}" if d else ""
+
+
+def _data_source(cfg: BenchConfig, src: str, repeat: int) -> str:
+    """The source that search repeat `repeat` reads: synthetic and plain sets rotate through the draws."""
+    d = repeat % cfg.synth_draws
+    return f"{src}@{d}" if d and src in ("synthetic", "plain") else src
+
+
+def _data_job(b: Bench, name: str, draw: int = 0) -> dict[str, Any]:
     from dfnas.bench.sources import plain_config
     from dfnas.synth import synthesize
 
     cfg = b.cfg.synth if name == "synthetic" else plain_config(b.cfg.synth)
-    cfg = dataclasses.replace(cfg, seed=synthesis_seed(b.cfg.seed, cfg.seed, name))
-    rep = synthesize(b.teacher, cfg, b.out / "data" / name, progress=b.progress)
+    cfg = dataclasses.replace(cfg, seed=synthesis_seed(b.cfg.seed, cfg.seed + draw, name))
+    rep = synthesize(b.teacher, cfg, b.out / "data" / (name + _draw(draw)), progress=b.progress)
     return {"report": rep, "config": to_dict(cfg)}
 
 
@@ -247,7 +262,7 @@ def _search_job(b: Bench, algo: str, source: str, repeat: int) -> dict[str, Any]
     teacher = b.teacher if b.cfg.search_online_teacher and source != "real" else None
     name = f"{algo}-{source}{_rep(repeat)}"
     cfg = b.cfg.search_config(algo, repeat)
-    rec = run_search(cfg, b.source(source), b.out / "search" / name, progress=b.progress, teacher=teacher, force=b.force)
+    rec = run_search(cfg, b.source(_data_source(b.cfg, source, repeat)), b.out / "search" / name, progress=b.progress, teacher=teacher, force=b.force)
     return {"algo": algo, "source": source, "repeat": repeat, "search_seed": cfg.seed, "space": rec["space"],
             "space_cfg": rec["space_cfg"], "choices": rec["choices"], "flops": rec.get("flops"), "params": rec.get("params"),
             "search_seconds": rec.get("search_seconds", rec.get("search_seconds_last_run")), "search_loss": rec.get("search_loss"),
@@ -360,8 +375,10 @@ def prepare_folder(out: Path, cfg: BenchConfig, force: bool) -> None:
         prev = prev if isinstance(prev, dict) else None
         if prev is None and not force:
             raise DfnasError(f"--out {out} holds files that are not a dfnas bench; choose a new folder or pass --force")
-        if prev is not None and prev.get("config") != measured_part(cfg) and not force:
-            old = prev.get("config") or {}
+        # keys an older dfnas did not have yet count at their defaults (new options default to the
+        # old behaviour), so an upgrade alone does not lock a folder; the jobs keep their own keys
+        old = _merge(measured_part(BenchConfig()), prev.get("config") or {}) if prev is not None else {}
+        if prev is not None and old != measured_part(cfg) and not force:
             diff = sorted(k for k in set(old) | set(measured_part(cfg)) if old.get(k) != measured_part(cfg).get(k))
             raise DfnasError(f"--out {out} holds a bench with another config (keys {', '.join(diff)} differ); "
                              f"choose a new folder or pass --force to redo the jobs those keys change")
@@ -412,9 +429,11 @@ def _run_jobs(b: Bench) -> dict[str, Any]:
     data: dict[str, Any] = {}
     for name in ("synthetic", "plain"):
         if name in cfg.sources:
-            data[name] = b.job(f"data-{name}", {"t": th, "synth": neutral_dict(cfg.synth, "synth"), "seed": cfg.seed,
-                                                  "name": name},
-                               lambda n=name: _data_job(b, n), b.out / "data" / name)
+            for d in range(cfg.synth_draws):
+                data[name + _draw(d)] = b.job(
+                    f"data-{name}{_draw(d)}", {"t": th, "synth": neutral_dict(cfg.synth, "synth"), "seed": cfg.seed,
+                                               "name": name, **({"draw": d} if d else {})},
+                    lambda n=name, d=d: _data_job(b, n, d), b.out / "data" / (name + _draw(d)))
     if "noise" in cfg.sources:
         data["noise"] = _label_stats(b.source("noise"))
     searches: list[dict[str, Any]] = []
@@ -422,7 +441,7 @@ def _run_jobs(b: Bench) -> dict[str, Any]:
     for algo in cfg.algos:
         for src in cfg.sources:
             for r in reps:
-                key = {"search": search_key(cfg.search_config(algo, r)), "data": b.source(src).identity,
+                key = {"search": search_key(cfg.search_config(algo, r)), "data": b.source(_data_source(cfg, src, r)).identity,
                        "online": cfg.search_online_teacher and src != "real"}
                 name = f"{algo}-{src}{_rep(r)}"
                 searches.append({**b.job(f"search-{name}", key, lambda a=algo, s=src, r=r: _search_job(b, a, s, r),

@@ -211,11 +211,15 @@ def write_report(out: Path, res: dict[str, Any]) -> None:
         ["Kendall tau (synthetic vs real supernet) >= 0.7", _yes(tm["kendall_tau_ge_0.7"])],
     ])
     reps = cfg["search_repeats"]
+    draws = cfg.get("synth_draws", 1)
     d.p("'Clearly better' = the mean is ahead by more than the two standard deviations together. "
         + (f"Every search and the zero-shot baseline ran {reps} times (search seeds "
            f"{cfg['seed']}..{cfg['seed'] + reps - 1}); a verdict pools every found architecture's accuracies over "
            f"all training seeds ({reps} x {len(cfg['seeds'])} per cell), so it compares search procedures, not "
-           "single draws." if reps > 1 else "Each search ran once (search seed "
+           "single draws." + (f" The synthetic and plain sets were each synthesized {draws} times (synthesis "
+                              f"seeds synth.seed + 0..{draws - 1}); search repeat r searched on draw r mod {draws}, so "
+                              "the verdicts pool sets too." if draws > 1 else " All searches on synthetic data read one synthesized set (one draw).")
+           if reps > 1 else "Each search ran once (search seed "
            f"{cfg['seed']}): a verdict compares single draws of the searches."))
     d.img("report_files/accuracy.png", "real test accuracy per algorithm and search data")
 
@@ -299,20 +303,19 @@ def write_report(out: Path, res: dict[str, Any]) -> None:
 
     d.h(2, "Search data")
     drows = []
-    for name in ("synthetic", "plain"):
-        if name in res["data"]:
-            rounds = res["data"][name]["report"].get("rounds", [])
-            last = rounds[-1] if rounds else {}
-            drows.append([SOURCE_LABEL[name], res["data"][name]["report"].get("images"), len(rounds),
-                          f"{last.get('teacher_agreement', float('nan')):.3f}", f"{last.get('mean_max_prob', float('nan')):.3f}"])
+    sets = _data_sets(res["data"])
+    for key, label in sets:
+        rounds = res["data"][key]["report"].get("rounds", [])
+        last = rounds[-1] if rounds else {}
+        drows.append([label, res["data"][key]["report"].get("images"), len(rounds),
+                      f"{last.get('teacher_agreement', float('nan')):.3f}", f"{last.get('mean_max_prob', float('nan')):.3f}"])
     if "noise" in res["data"]:
         n = res["data"]["noise"]
         drows.append([SOURCE_LABEL["noise"], n["images"], "-", f"classes {n['per_class']}", f"{n['mean_max_prob']:.3f}"])
     d.table(["source", "images", "rounds", "teacher agreement (last round)", "mean max prob"], drows)
-    for name in ("synthetic", "plain"):
-        if name in res["data"]:
-            for r in res["data"][name]["report"].get("rounds", []):
-                d.img(f"data/{name}/previews/round-{r['round']:02d}.png", f"{SOURCE_LABEL[name]}, round {r['round']}")
+    for key, label in sets:
+        for r in res["data"][key]["report"].get("rounds", []):
+            d.img(f"data/{key}/previews/round-{r['round']:02d}.png", f"{label}, round {r['round']}")
 
     d.h(2, "Config")
     import yaml
@@ -362,3 +365,14 @@ def _nb201_cells(d: Doc, searches: list[dict[str, Any]]) -> None:
     d.p("3×3 depth: how many 3×3 convs/pools the deepest path from the cell input to its output "
         "stacks (`dfnas.spaces.nb201.nb201_depth`); `benchmarks/darts_cells.py` measures it per search data.")
     d.table(["algorithm", "search data", "search seed", "cell", "3×3 depth", "real test acc"], rows)
+
+
+def _data_sets(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """(key in results' data, label) of every synthesized set: each source, then its further draws."""
+    out = []
+    for name in ("synthetic", "plain"):
+        d = 0
+        while (key := name + (f"-d{d}" if d else "")) in data:
+            out.append((key, SOURCE_LABEL[name] + (f" (draw {d})" if d else "")))
+            d += 1
+    return out
