@@ -112,6 +112,11 @@ class BenchConfig:
         return dataclasses.replace(getattr(self, algo), seed=self.seed + repeat)
 
 
+def draw_suffix(d: int) -> str:
+    """Folder/job/results suffix of synthesis draw d (none for the first: single-draw runs keep their names)."""
+    return f"-d{d}" if d else ""
+
+
 # `dfnas bench --quick`: same protocol, tiny budget (integration test, smoke check)
 QUICK: dict[str, Any] = {
     "synth": {"per_class": 4, "rounds": 2, "steps": 20, "batch_size": 40},

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from dfnas import __version__
-from dfnas.bench.config import QUICK, SOURCES, BenchConfig
+from dfnas.bench.config import QUICK, SOURCES, BenchConfig, draw_suffix
 from dfnas.config import SearchConfig, apply_overrides, dump_yaml, from_dict, neutral_dict, to_dict
 from dfnas.data import Source, load_source
 from dfnas.errors import DfnasError
@@ -180,9 +180,15 @@ class Bench:
         return result
 
     # -- data
-    def source(self, name: str) -> Source:
+    def source(self, name: str, draw: int = 0) -> Source:
+        """A data source by name; `draw` picks one of the synthesized sets of synthetic/plain."""
         from dfnas.bench.sources import noise_source, per_class_subset, synthetic_source
 
+        if draw:
+            key = name + draw_suffix(draw)
+            if key not in self._sources:
+                self._sources[key] = synthetic_source(self.out / "data" / key, name)
+            return self._sources[key]
         if name not in self._sources:
             if name in ("real", "test"):
                 ref = self.cfg.train_data if name == "real" else self.cfg.test_data
@@ -190,9 +196,8 @@ class Bench:
                 self._sources[name] = load_source(ref, self.teacher.spec, split)
             elif name == "final":  # the real train subset every architecture is trained on
                 self._sources[name] = per_class_subset(self.source("real"), self.cfg.final_per_class)
-            elif name.partition("@")[0] in ("synthetic", "plain"):  # "synthetic@2": draw 2
-                base, _, d = name.partition("@")
-                self._sources[name] = synthetic_source(self.out / "data" / (base + _draw(int(d or 0))), base)
+            elif name in ("synthetic", "plain"):
+                self._sources[name] = synthetic_source(self.out / "data" / name, name)
             elif name == "noise":
                 s = self.cfg.synth
                 self._sources[name] = noise_source(self.teacher, s.per_class * s.rounds, derive_seed(self.cfg.seed, "noise"))
@@ -222,15 +227,9 @@ def synthesis_seed(bench_seed: int, synth_seed: int, name: str) -> int:
     return derive_seed(bench_seed, "bench-synth", name, *((synth_seed,) if synth_seed else ()))
 
 
-def _draw(d: int) -> str:
-    """Folder/job suffix of synthesis draw d (none for the first: single-draw runs keep their names)."""
-    return f"-d{d}" if d else ""
-
-
-def _data_source(cfg: BenchConfig, src: str, repeat: int) -> str:
-    """The source that search repeat `repeat` reads: synthetic and plain sets rotate through the draws."""
-    d = repeat % cfg.synth_draws
-    return f"{src}@{d}" if d and src in ("synthetic", "plain") else src
+def _draw_read(cfg: BenchConfig, src: str, repeat: int) -> int:
+    """The draw of `src` that search repeat `repeat` reads: synthetic and plain sets rotate through theirs."""
+    return repeat % cfg.synth_draws if src in ("synthetic", "plain") else 0
 
 
 def _data_job(b: Bench, name: str, draw: int = 0) -> dict[str, Any]:
@@ -239,7 +238,7 @@ def _data_job(b: Bench, name: str, draw: int = 0) -> dict[str, Any]:
 
     cfg = b.cfg.synth if name == "synthetic" else plain_config(b.cfg.synth)
     cfg = dataclasses.replace(cfg, seed=synthesis_seed(b.cfg.seed, cfg.seed + draw, name))
-    rep = synthesize(b.teacher, cfg, b.out / "data" / (name + _draw(draw)), progress=b.progress)
+    rep = synthesize(b.teacher, cfg, b.out / "data" / (name + draw_suffix(draw)), progress=b.progress)
     return {"report": rep, "config": to_dict(cfg)}
 
 
@@ -262,7 +261,8 @@ def _search_job(b: Bench, algo: str, source: str, repeat: int) -> dict[str, Any]
     teacher = b.teacher if b.cfg.search_online_teacher and source != "real" else None
     name = f"{algo}-{source}{_rep(repeat)}"
     cfg = b.cfg.search_config(algo, repeat)
-    rec = run_search(cfg, b.source(_data_source(b.cfg, source, repeat)), b.out / "search" / name, progress=b.progress, teacher=teacher, force=b.force)
+    data = b.source(source, _draw_read(b.cfg, source, repeat))
+    rec = run_search(cfg, data, b.out / "search" / name, progress=b.progress, teacher=teacher, force=b.force)
     return {"algo": algo, "source": source, "repeat": repeat, "search_seed": cfg.seed, "space": rec["space"],
             "space_cfg": rec["space_cfg"], "choices": rec["choices"], "flops": rec.get("flops"), "params": rec.get("params"),
             "search_seconds": rec.get("search_seconds", rec.get("search_seconds_last_run")), "search_loss": rec.get("search_loss"),
@@ -430,10 +430,10 @@ def _run_jobs(b: Bench) -> dict[str, Any]:
     for name in ("synthetic", "plain"):
         if name in cfg.sources:
             for d in range(cfg.synth_draws):
-                data[name + _draw(d)] = b.job(
-                    f"data-{name}{_draw(d)}", {"t": th, "synth": neutral_dict(cfg.synth, "synth"), "seed": cfg.seed,
-                                               "name": name, **({"draw": d} if d else {})},
-                    lambda n=name, d=d: _data_job(b, n, d), b.out / "data" / (name + _draw(d)))
+                data[name + draw_suffix(d)] = b.job(
+                    f"data-{name}{draw_suffix(d)}", {"t": th, "synth": neutral_dict(cfg.synth, "synth"),
+                                                     "seed": cfg.seed, "name": name, **({"draw": d} if d else {})},
+                    lambda n=name, d=d: _data_job(b, n, d), b.out / "data" / (name + draw_suffix(d)))
     if "noise" in cfg.sources:
         data["noise"] = _label_stats(b.source("noise"))
     searches: list[dict[str, Any]] = []
@@ -441,7 +441,8 @@ def _run_jobs(b: Bench) -> dict[str, Any]:
     for algo in cfg.algos:
         for src in cfg.sources:
             for r in reps:
-                key = {"search": search_key(cfg.search_config(algo, r)), "data": b.source(_data_source(cfg, src, r)).identity,
+                key = {"search": search_key(cfg.search_config(algo, r)),
+                       "data": b.source(src, _draw_read(cfg, src, r)).identity,
                        "online": cfg.search_online_teacher and src != "real"}
                 name = f"{algo}-{src}{_rep(r)}"
                 searches.append({**b.job(f"search-{name}", key, lambda a=algo, s=src, r=r: _search_job(b, a, s, r),

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from dfnas.bench.config import draw_suffix
 from dfnas.io import atomic_save, atomic_write_text
 from dfnas.pipeline_report import Doc, mflops, pct
 
@@ -372,7 +373,7 @@ def _data_sets(data: dict[str, Any]) -> list[tuple[str, str]]:
     out = []
     for name in ("synthetic", "plain"):
         d = 0
-        while (key := name + (f"-d{d}" if d else "")) in data:
+        while (key := name + draw_suffix(d)) in data:
             out.append((key, SOURCE_LABEL[name] + (f" (draw {d})" if d else "")))
             d += 1
     return out
