@@ -184,26 +184,22 @@ class Bench:
         """A data source by name; `draw` picks one of the synthesized sets of synthetic/plain."""
         from dfnas.bench.sources import noise_source, per_class_subset, synthetic_source
 
-        if draw:
-            key = name + draw_suffix(draw)
-            if key not in self._sources:
-                self._sources[key] = synthetic_source(self.out / "data" / key, name)
-            return self._sources[key]
-        if name not in self._sources:
+        key = name + draw_suffix(draw)
+        if key not in self._sources:
             if name in ("real", "test"):
                 ref = self.cfg.train_data if name == "real" else self.cfg.test_data
                 split = "train" if name == "real" else "test"
-                self._sources[name] = load_source(ref, self.teacher.spec, split)
+                self._sources[key] = load_source(ref, self.teacher.spec, split)
             elif name == "final":  # the real train subset every architecture is trained on
-                self._sources[name] = per_class_subset(self.source("real"), self.cfg.final_per_class)
+                self._sources[key] = per_class_subset(self.source("real"), self.cfg.final_per_class)
             elif name in ("synthetic", "plain"):
-                self._sources[name] = synthetic_source(self.out / "data" / name, name)
+                self._sources[key] = synthetic_source(self.out / "data" / key, name)
             elif name == "noise":
                 s = self.cfg.synth
-                self._sources[name] = noise_source(self.teacher, s.per_class * s.rounds, derive_seed(self.cfg.seed, "noise"))
+                self._sources[key] = noise_source(self.teacher, s.per_class * s.rounds, derive_seed(self.cfg.seed, "noise"))
             else:
                 raise KeyError(name)
-        return self._sources[name]
+        return self._sources[key]
 
 
 def _teacher_job(b: Bench) -> dict[str, Any]:
@@ -377,9 +373,10 @@ def prepare_folder(out: Path, cfg: BenchConfig, force: bool) -> None:
             raise DfnasError(f"--out {out} holds files that are not a dfnas bench; choose a new folder or pass --force")
         # keys an older dfnas did not have yet count at their defaults (new options default to the
         # old behaviour), so an upgrade alone does not lock a folder; the jobs keep their own keys
+        now = measured_part(cfg)
         old = _merge(measured_part(BenchConfig()), prev.get("config") or {}) if prev is not None else {}
-        if prev is not None and old != measured_part(cfg) and not force:
-            diff = sorted(k for k in set(old) | set(measured_part(cfg)) if old.get(k) != measured_part(cfg).get(k))
+        if prev is not None and old != now and not force:
+            diff = sorted(k for k in set(old) | set(now) if old.get(k) != now.get(k))
             raise DfnasError(f"--out {out} holds a bench with another config (keys {', '.join(diff)} differ); "
                              f"choose a new folder or pass --force to redo the jobs those keys change")
     out.mkdir(parents=True, exist_ok=True)
