@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -20,7 +21,7 @@ import pytest
 import torch
 
 from dfnas.bench import build_config, run_bench
-from dfnas.bench.protocol import clearly_better, pool
+from dfnas.bench.protocol import clearly_better, planned_jobs, pool
 from dfnas.bench.sources import noise_source, per_class_subset, plain_config
 from dfnas.cli import main
 from dfnas.data import load_source
@@ -141,6 +142,7 @@ def test_quick_bench_outputs_are_consistent(bench: tuple[Path, dict]) -> None:
               "report_files/flops.png", "report_files/ranking.png"):
         assert (out / f).is_file(), f
     assert json.loads((out / "results.json").read_text())["verdicts"] == res["verdicts"]
+    assert len(list((out / "jobs").glob("*.json"))) == planned_jobs(quick())
     pairs = {(r["algo"], r["source"]) for r in res["searches"]}
     assert pairs == {(a, s) for a in cfg["algos"] for s in cfg["sources"]}
     test_n = len(load_source("mnist", split="test"))
@@ -343,11 +345,15 @@ def test_synth_seed_picks_another_synthesis_draw() -> None:
     assert synthesis_seed(1, 0, "synthetic") != synthesis_seed(0, 1, "synthetic")
 
 
-def test_synth_draws_give_each_repeat_its_own_set(tmp_path: Path) -> None:
-    """synth_draws=2: repeat 1 searches on a second, differently seeded set; real data is shared."""
+def test_synth_draws_give_each_repeat_its_own_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """synth_draws=2: repeat 1 searches on a second, differently seeded set; real data is shared.
+    The progress lines count every job of the bench."""
     out = tmp_path / "draws"
-    res = run_bench(quick("algos=[spos]", "sources=[real,synthetic]", "search_repeats=2", "synth_draws=2",
-                          "ranking.enabled=false"), out, progress=False)
+    cfg = quick("algos=[spos]", "sources=[real,synthetic]", "search_repeats=2", "synth_draws=2", "ranking.enabled=false")
+    res = run_bench(cfg, out, progress=True)
+    counts = [tuple(map(int, m)) for m in re.findall(r"^dfnas bench: \[(\d+)/(\d+)\] ", capsys.readouterr().out, re.M)]
+    n = planned_jobs(cfg)
+    assert counts == [(k, n) for k in range(1, n + 1)] and len(list((out / "jobs").glob("*.json"))) == n
     sets = [out / "data" / "synthetic", out / "data" / "synthetic-d1"]
     assert all((p / "manifest.json").is_file() for p in sets)
     from dfnas.bench.sources import synthetic_source

@@ -152,7 +152,10 @@ class Bench:
     progress: bool = True
     force: bool = False
     teacher: Any = None
+    total: int = 0  # jobs this bench consists of (planned_jobs), for the "[k/N]" progress lines
     _sources: dict[str, Source] = dataclasses.field(default_factory=dict)
+    _seen: int = 0
+    _t0: float = dataclasses.field(default_factory=time.perf_counter)
 
     # -- bookkeeping
     def say(self, msg: str) -> None:
@@ -163,6 +166,7 @@ class Bench:
             ) -> dict[str, Any]:
         """Run `fn` once per (name, key); a record with another key is redone (its folder cleared)."""
         k = _hash(key)
+        self._seen += 1
         path = self.out / "jobs" / f"{name}.json"
         if path.is_file():
             rec = read_json(path)
@@ -171,8 +175,8 @@ class Bench:
             path.unlink()
             if folder is not None and folder.exists():
                 shutil.rmtree(folder)
-        self.say(f"{name} ...")
         t0 = time.perf_counter()
+        self.say(f"[{self._seen}/{max(self.total, self._seen)}] {name} ... ({_clock(t0 - self._t0)} into this call)")
         result = fn()
         rec = {"job": name, "key": k, "seconds": round(time.perf_counter() - t0, 2),
                "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "result": result}
@@ -200,6 +204,21 @@ class Bench:
             else:
                 raise KeyError(name)
         return self._sources[key]
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}"
+
+
+def planned_jobs(cfg: BenchConfig) -> int:
+    """How many jobs the bench runs: teacher, synthetic/plain sets, searches, zero-shot searches,
+    final trainings of every found, zero-shot and random architecture, and the ranking check."""
+    algos, reps = len(cfg.algos), cfg.search_repeats
+    sets = len({"synthetic", "plain"} & set(cfg.sources)) * cfg.synth_draws
+    searches = algos * len(cfg.sources) * reps
+    finals = searches + algos * reps + algos * cfg.random_archs
+    return 1 + sets + searches + algos * reps + finals + int(cfg.ranking.enabled)
 
 
 def _teacher_job(b: Bench) -> dict[str, Any]:
@@ -405,7 +424,7 @@ def run_bench(cfg: BenchConfig, out: str | Path | None = None, force: bool = Fal
     try:
         teacher = load_teacher(cfg.teacher.ref, cfg.teacher.weights, cfg.teacher.spec)
         prepare_folder(out, cfg, force)
-        b = Bench(cfg, out, progress, force, teacher=teacher)
+        b = Bench(cfg, out, progress, force, teacher=teacher, total=planned_jobs(cfg))
         results = _run_jobs(b)
         results.update({"dfnas": __version__, "date": time.strftime("%Y-%m-%d"), "machine": machine(),
                         "command": command or "dfnas bench", "config": to_dict(cfg),
@@ -453,6 +472,7 @@ def _run_jobs(b: Bench) -> dict[str, Any]:
         zeroshot[algo] = [b.job(f"zeroshot-{algo}{_rep(r)}", {**key, "seed": cfg.seed + r},
                                 lambda a=algo, bd=budget, r=r: _zeroshot_job(b, a, bd, r)) for r in reps]
     random_sets = {algo: _random_archs(b, algo) for algo in cfg.algos}
+    b.total -= sum(cfg.random_archs - len(rs) for rs in random_sets.values())  # a space smaller than asked
 
     # every architecture, trained from scratch on the real train subset with every seed
     final_key = {"final": neutral_dict(cfg.final, "train"), "seeds": cfg.seeds, "per_class": cfg.final_per_class,
