@@ -72,8 +72,10 @@ class _EvalBNWithStats(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor):  # type: ignore[override]
         shape = [1, -1] + [1] * (x.dim() - 2)
         sc, sh = scale.to(x.dtype).view(shape), shift.to(x.dtype).view(shape)
-        # one pass on the GPU (launch- and memory-bound there); the CPU keeps its measured form
-        y = torch.addcmul(sh, x, sc) if x.is_cuda else (x * sc).add_(sh)
+        # one pass on the GPU (launch- and memory-bound there) and for channels-last CPU tensors;
+        # contiguous CPU tensors keep the form measured fastest for them (2.4x addcmul's time)
+        one_pass = x.is_cuda or x.is_contiguous(memory_format=torch.channels_last)
+        y = torch.addcmul(sh, x, sc) if one_pass else (x * sc).add_(sh)
         mean, var = _moments(x)
         ctx.save_for_backward(x, mean, scale)
         return y, mean, var
