@@ -142,7 +142,9 @@ def test_quick_bench_outputs_are_consistent(bench: tuple[Path, dict]) -> None:
               "report_files/flops.png", "report_files/ranking.png"):
         assert (out / f).is_file(), f
     assert json.loads((out / "results.json").read_text())["verdicts"] == res["verdicts"]
-    assert len(list((out / "jobs").glob("*.json"))) == planned_jobs(quick())
+    plan = planned_jobs(quick())
+    jobs = [f.stem.split("-")[0] for f in (out / "jobs").glob("*.json")]
+    assert {k: jobs.count(k) for k in plan} == plan and len(jobs) == sum(plan.values())
     pairs = {(r["algo"], r["source"]) for r in res["searches"]}
     assert pairs == {(a, s) for a in cfg["algos"] for s in cfg["sources"]}
     test_n = len(load_source("mnist", split="test"))
@@ -345,6 +347,24 @@ def test_synth_seed_picks_another_synthesis_draw() -> None:
     assert synthesis_seed(1, 0, "synthetic") != synthesis_seed(0, 1, "synthetic")
 
 
+def test_progress_estimates_time_left_from_finished_jobs_of_each_kind(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A job finished in an earlier call counts: 2 finals left at its 600 s each = 20 min; no
+    estimate while a pending kind has no finished job yet."""
+    from dfnas.bench.protocol import Bench, _hash
+
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "final-a.json").write_text(json.dumps({"key": _hash("a"), "seconds": 600.0, "result": {}}))
+    b = Bench(quick(), tmp_path, plan={"search": 1, "final": 3})
+    b.job("search-x", "x", dict)
+    assert b.job("final-a", "a", dict) == {}  # read back, not run
+    b.job("final-b", "b", dict)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("dfnas bench: [")]
+    assert len(lines) == 2 and "left" not in lines[0]
+    assert lines[0].startswith("dfnas bench: [1/4] search-x ...") and lines[1].startswith("dfnas bench: [3/4] final-b ...")
+    assert lines[1].endswith("about 0:20:00 left)")
+
+
 def test_synth_draws_give_each_repeat_its_own_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """synth_draws=2: repeat 1 searches on a second, differently seeded set; real data is shared.
     The progress lines count every job of the bench."""
@@ -352,7 +372,7 @@ def test_synth_draws_give_each_repeat_its_own_set(tmp_path: Path, capsys: pytest
     cfg = quick("algos=[spos]", "sources=[real,synthetic]", "search_repeats=2", "synth_draws=2", "ranking.enabled=false")
     res = run_bench(cfg, out, progress=True)
     counts = [tuple(map(int, m)) for m in re.findall(r"^dfnas bench: \[(\d+)/(\d+)\] ", capsys.readouterr().out, re.M)]
-    n = planned_jobs(cfg)
+    n = sum(planned_jobs(cfg).values())
     assert counts == [(k, n) for k in range(1, n + 1)] and len(list((out / "jobs").glob("*.json"))) == n
     sets = [out / "data" / "synthetic", out / "data" / "synthetic-d1"]
     assert all((p / "manifest.json").is_file() for p in sets)

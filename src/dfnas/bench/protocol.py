@@ -152,10 +152,28 @@ class Bench:
     progress: bool = True
     force: bool = False
     teacher: Any = None
-    total: int = 0  # jobs this bench consists of (planned_jobs), for the "[k/N]" progress lines
+    plan: dict[str, int] = dataclasses.field(default_factory=dict)  # jobs per kind (planned_jobs)
     _sources: dict[str, Source] = dataclasses.field(default_factory=dict)
     _seen: int = 0
     _t0: float = dataclasses.field(default_factory=time.perf_counter)
+    _seconds: dict[str, list[float]] = dataclasses.field(default_factory=dict)  # finished jobs' times per kind
+    _left: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._left = dict(self.plan)
+
+    @property
+    def total(self) -> int:
+        return sum(self.plan.values())
+
+    def _eta(self) -> str:
+        """Time left for the jobs not yet done, from the mean time of finished jobs of each kind
+        (this call's and the folder's earlier ones); empty until every pending kind has one."""
+        left = {k: n for k, n in self._left.items() if n > 0}
+        if not left or any(not self._seconds.get(k) for k in left):
+            return ""
+        sec = sum(n * sum(self._seconds[k]) / len(self._seconds[k]) for k, n in left.items())
+        return f", about {_clock(sec)} left"
 
     # -- bookkeeping
     def say(self, msg: str) -> None:
@@ -166,21 +184,28 @@ class Bench:
             ) -> dict[str, Any]:
         """Run `fn` once per (name, key); a record with another key is redone (its folder cleared)."""
         k = _hash(key)
+        kind = name.split("-")[0]
         self._seen += 1
+        self._left[kind] = self._left.get(kind, 1) - 1
         path = self.out / "jobs" / f"{name}.json"
         if path.is_file():
             rec = read_json(path)
             if isinstance(rec, dict) and rec.get("key") == k:
+                self._seconds.setdefault(kind, []).append(float(rec.get("seconds", 0.0)))
                 return rec["result"]
             path.unlink()
             if folder is not None and folder.exists():
                 shutil.rmtree(folder)
         t0 = time.perf_counter()
-        self.say(f"[{self._seen}/{max(self.total, self._seen)}] {name} ... ({_clock(t0 - self._t0)} into this call)")
+        self._left[kind] += 1  # count this one as pending in the estimate
+        eta = self._eta()
+        self._left[kind] -= 1
+        self.say(f"[{self._seen}/{max(self.total, self._seen)}] {name} ... ({_clock(t0 - self._t0)} into this call{eta})")
         result = fn()
         rec = {"job": name, "key": k, "seconds": round(time.perf_counter() - t0, 2),
                "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "result": result}
         atomic_write_json(path, rec)
+        self._seconds.setdefault(kind, []).append(rec["seconds"])
         return result
 
     # -- data
@@ -211,14 +236,15 @@ def _clock(seconds: float) -> str:
     return f"{m // 60}:{m % 60:02d}:{s:02d}"
 
 
-def planned_jobs(cfg: BenchConfig) -> int:
-    """How many jobs the bench runs: teacher, synthetic/plain sets, searches, zero-shot searches,
-    final trainings of every found, zero-shot and random architecture, and the ranking check."""
+def planned_jobs(cfg: BenchConfig) -> dict[str, int]:
+    """The bench's jobs per kind (the first word of a job's name): the teacher, synthetic/plain
+    sets, searches, zero-shot searches, final trainings of every found, zero-shot and random
+    architecture, and the ranking check."""
     algos, reps = len(cfg.algos), cfg.search_repeats
-    sets = len({"synthetic", "plain"} & set(cfg.sources)) * cfg.synth_draws
     searches = algos * len(cfg.sources) * reps
-    finals = searches + algos * reps + algos * cfg.random_archs
-    return 1 + sets + searches + algos * reps + finals + int(cfg.ranking.enabled)
+    return {"teacher": 1, "data": len({"synthetic", "plain"} & set(cfg.sources)) * cfg.synth_draws,
+            "search": searches, "zeroshot": algos * reps, "final": searches + algos * reps + algos * cfg.random_archs,
+            "ranking": int(cfg.ranking.enabled)}
 
 
 def _teacher_job(b: Bench) -> dict[str, Any]:
@@ -424,7 +450,7 @@ def run_bench(cfg: BenchConfig, out: str | Path | None = None, force: bool = Fal
     try:
         teacher = load_teacher(cfg.teacher.ref, cfg.teacher.weights, cfg.teacher.spec)
         prepare_folder(out, cfg, force)
-        b = Bench(cfg, out, progress, force, teacher=teacher, total=planned_jobs(cfg))
+        b = Bench(cfg, out, progress, force, teacher=teacher, plan=planned_jobs(cfg))
         results = _run_jobs(b)
         results.update({"dfnas": __version__, "date": time.strftime("%Y-%m-%d"), "machine": machine(),
                         "command": command or "dfnas bench", "config": to_dict(cfg),
@@ -472,7 +498,9 @@ def _run_jobs(b: Bench) -> dict[str, Any]:
         zeroshot[algo] = [b.job(f"zeroshot-{algo}{_rep(r)}", {**key, "seed": cfg.seed + r},
                                 lambda a=algo, bd=budget, r=r: _zeroshot_job(b, a, bd, r)) for r in reps]
     random_sets = {algo: _random_archs(b, algo) for algo in cfg.algos}
-    b.total -= sum(cfg.random_archs - len(rs) for rs in random_sets.values())  # a space smaller than asked
+    short = sum(cfg.random_archs - len(rs) for rs in random_sets.values())  # a space smaller than asked
+    b.plan["final"] -= short
+    b._left["final"] -= short
 
     # every architecture, trained from scratch on the real train subset with every seed
     final_key = {"final": neutral_dict(cfg.final, "train"), "seeds": cfg.seeds, "per_class": cfg.final_per_class,
