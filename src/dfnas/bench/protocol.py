@@ -154,22 +154,15 @@ class Bench:
     teacher: Any = None
     plan: dict[str, int] = dataclasses.field(default_factory=dict)  # jobs per kind (planned_jobs)
     _sources: dict[str, Source] = dataclasses.field(default_factory=dict)
-    _seen: int = 0
     _t0: float = dataclasses.field(default_factory=time.perf_counter)
-    _seconds: dict[str, list[float]] = dataclasses.field(default_factory=dict)  # finished jobs' times per kind
-    _left: dict[str, int] = dataclasses.field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self._left = dict(self.plan)
-
-    @property
-    def total(self) -> int:
-        return sum(self.plan.values())
+    # seconds of every job done so far (finished in this call or read back), per kind
+    _seconds: dict[str, list[float]] = dataclasses.field(default_factory=dict)
 
     def _eta(self) -> str:
-        """Time left for the jobs not yet done, from the mean time of finished jobs of each kind
-        (this call's and the folder's earlier ones); empty until every pending kind has one."""
-        left = {k: n for k, n in self._left.items() if n > 0}
+        """Time left for the jobs not done yet, from the mean time of the done jobs of each kind;
+        empty until every pending kind has one."""
+        left = {k: n - len(self._seconds.get(k, ())) for k, n in self.plan.items()}
+        left = {k: n for k, n in left.items() if n > 0}
         if not left or any(not self._seconds.get(k) for k in left):
             return ""
         sec = sum(n * sum(self._seconds[k]) / len(self._seconds[k]) for k, n in left.items())
@@ -184,28 +177,24 @@ class Bench:
             ) -> dict[str, Any]:
         """Run `fn` once per (name, key); a record with another key is redone (its folder cleared)."""
         k = _hash(key)
-        kind = name.split("-")[0]
-        self._seen += 1
-        self._left[kind] = self._left.get(kind, 1) - 1
+        done = self._seconds.setdefault(name.split("-")[0], [])  # the job's kind: search, final, ...
         path = self.out / "jobs" / f"{name}.json"
         if path.is_file():
             rec = read_json(path)
             if isinstance(rec, dict) and rec.get("key") == k:
-                self._seconds.setdefault(kind, []).append(float(rec.get("seconds", 0.0)))
+                done.append(float(rec.get("seconds", 0.0)))
                 return rec["result"]
             path.unlink()
             if folder is not None and folder.exists():
                 shutil.rmtree(folder)
         t0 = time.perf_counter()
-        self._left[kind] += 1  # count this one as pending in the estimate
-        eta = self._eta()
-        self._left[kind] -= 1
-        self.say(f"[{self._seen}/{max(self.total, self._seen)}] {name} ... ({_clock(t0 - self._t0)} into this call{eta})")
+        n = sum(map(len, self._seconds.values())) + 1
+        self.say(f"[{n}/{max(sum(self.plan.values()), n)}] {name} ... ({_clock(t0 - self._t0)} into this call{self._eta()})")
         result = fn()
         rec = {"job": name, "key": k, "seconds": round(time.perf_counter() - t0, 2),
                "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "result": result}
         atomic_write_json(path, rec)
-        self._seconds.setdefault(kind, []).append(rec["seconds"])
+        done.append(rec["seconds"])
         return result
 
     # -- data
@@ -498,9 +487,7 @@ def _run_jobs(b: Bench) -> dict[str, Any]:
         zeroshot[algo] = [b.job(f"zeroshot-{algo}{_rep(r)}", {**key, "seed": cfg.seed + r},
                                 lambda a=algo, bd=budget, r=r: _zeroshot_job(b, a, bd, r)) for r in reps]
     random_sets = {algo: _random_archs(b, algo) for algo in cfg.algos}
-    short = sum(cfg.random_archs - len(rs) for rs in random_sets.values())  # a space smaller than asked
-    b.plan["final"] -= short
-    b._left["final"] -= short
+    b.plan["final"] -= sum(cfg.random_archs - len(rs) for rs in random_sets.values())  # a space smaller than asked
 
     # every architecture, trained from scratch on the real train subset with every seed
     final_key = {"final": neutral_dict(cfg.final, "train"), "seeds": cfg.seeds, "per_class": cfg.final_per_class,
