@@ -45,7 +45,7 @@ STAGE_DIRS = ("synth", "search", "train", "export")
 # Sized to finish in <= 10 minutes on 2 CPU cores (measured, see the README).
 DEMO: dict[str, Any] = {
     "teacher": {"ref": "mnist-cnn"},
-    "synth": {"per_class": 50, "rounds": 3, "batch_size": 100, "steps": 200},
+    "synth": {"per_class": 50, "rounds": 3, "batch_size": 100, "steps": 150},
     "search": {"algo": "spos", "space": "spos", "epochs": 10, "batch_size": 64, "val_fraction": 0.3,
                "spos": {"flops_limit": 1.5, "population": 16, "generations": 4, "topk": 4,
                         "mutation": 6, "crossover": 6, "val_batches": 0}},
