@@ -29,6 +29,9 @@ def test_overrides_parse_yaml_values():
     assert cfg.steps == 7 and cfg.regional is False and cfg.region_area == (0.3, 0.9)
     with pytest.raises(DfnasError, match="key=value"):
         apply_overrides({}, ["steps"])
+    # YAML 1.1 reads 1e-4 (no dot) as a string: a float field takes it as the number meant
+    cfg = from_dict(SynthConfig, apply_overrides({}, ["l2=1e-4", "lr=2E-1"]))
+    assert (cfg.l2, cfg.lr) == (1e-4, 0.2)
 
 
 def test_validate_ranges():

@@ -22,7 +22,7 @@ from dfnas.config import RunConfig, SearchConfig, from_dict
 from dfnas.spaces import create_space
 from dfnas.strategies.runner import run_search
 from dfnas.synth import synthesize
-from dfnas.synth.bn_hooks import FeatureProbe, bn_losses
+from dfnas.synth.bn_hooks import FeatureProbe, bn_losses, bn_reference
 from dfnas.synth.writer import read_dataset
 from dfnas.teachers import load_teacher
 
@@ -37,7 +37,7 @@ def _probe_loss_and_grad(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor,
     x = x.detach().requires_grad_(True)
     with FeatureProbe(net) as probe:
         logits, taps = probe(x)
-        loss = bn_losses(taps, probe.running).sum() + logits.logsumexp(1).sum()
+        loss = bn_losses(taps, bn_reference(probe, x.detach())).sum() + logits.logsumexp(1).sum()
     (g,) = torch.autograd.grad(loss, x)
     return loss.detach().cpu(), g.cpu()
 

@@ -233,3 +233,25 @@ def test_most_likely_valid_is_the_best_valid_architecture() -> None:
     spos = create_space("spos", **SMALL["spos"])
     a = sample_arch(spos, random.Random(0))
     assert most_likely_valid(spos, a, {}) == a
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_networks_do_not_see_the_units_of_their_input(name: str) -> None:
+    """Every stem is a bias-free conv then BatchNorm, so in training (batch statistics) a
+    supernet or a found network computes the same function, and gets the same gradients, on
+    raw 0-255 inputs (a teacher spec with mean 0, std 1) as on normalised ones; zero-shot
+    scores on Gaussian input need no spec either."""
+    torch.manual_seed(0)
+    net = create_space(name, num_classes=10, in_channels=1, image_size=28, **SMALL[name]).train()
+    x = torch.randn(4, 1, 28, 28)
+    grads = []
+    for scale in (1.0, 255.0):
+        net.zero_grad()
+        out = net(x * scale)
+        out.square().sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in net.parameters() if p.grad is not None]))
+        if scale == 1.0:
+            ref = out.detach()
+    assert torch.allclose(out, ref, rtol=1e-3, atol=1e-4)
+    # as a function of the stem weights W, BN(W (255 x)) = BN(W x): every gradient is the same too
+    assert torch.allclose(grads[1], grads[0], rtol=1e-3, atol=1e-4)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from dfnas.config import SynthConfig
-from dfnas.synth.bn_hooks import FeatureProbe, Taps, bn_losses
+from dfnas.synth.bn_hooks import FeatureProbe, Taps, bn_losses, bn_reference
 from dfnas.synth.engine import Inverter, lr_at, phases
 from dfnas.synth.losses import l2_prior, task_loss_per_image, tv_l1, tv_l2
 from dfnas.synth.regional import box_mask, crop_resize, sample_boxes
@@ -29,19 +29,28 @@ def _net() -> nn.Module:
 
 def test_bn_loss_equals_hand_computation():
     net = _net()
-    x = torch.randn(6, 2, 5, 5)
+    x, ref_x = torch.randn(6, 2, 5, 5), torch.rand(4, 2, 5, 5)
     probe = FeatureProbe(net)
+    ref = bn_reference(probe, ref_x)
     _, taps = probe(x)
-    got = bn_losses(taps, probe.running)
-    # by hand: inputs of each BN, statistics over batch and positions (biased variance)
-    a0 = net[0](x)
-    a1 = net[3](net[2](net[1](a0)))
-    want = []
-    for a, bn in ((a0, net[1]), (a1, net[4])):
-        mean = a.mean(dim=(0, 2, 3))
-        var = ((a - mean.view(1, -1, 1, 1)) ** 2).mean(dim=(0, 2, 3))
-        want.append(torch.sqrt(((mean - bn.running_mean) ** 2).sum()) + torch.sqrt(((var - bn.running_var) ** 2).sum()))
-    assert torch.allclose(got, torch.stack(want), atol=1e-5)
+    got = bn_losses(taps, ref)
+
+    # by hand: inputs of each BN, statistics over batch and positions (biased variance), in units
+    # of the layer's running std; each layer's distance in units of itself on the reference batch
+    def raw(inp):
+        a0 = net[0](inp)
+        a1 = net[3](net[2](net[1](a0)))
+        out = []
+        for a, bn in ((a0, net[1]), (a1, net[4])):
+            mean = a.mean(dim=(0, 2, 3))
+            var = ((a - mean.view(1, -1, 1, 1)) ** 2).mean(dim=(0, 2, 3))
+            s = bn.running_var.mean().sqrt()  # the layer's RMS running std
+            out.append(torch.sqrt(((mean - bn.running_mean) ** 2).sum()) / s
+                       + torch.sqrt(((var - bn.running_var) ** 2).sum()) / s**2)
+        return torch.stack(out)
+
+    assert torch.allclose(got, raw(x) / raw(ref_x), atol=1e-5)
+    assert torch.allclose(bn_losses(taps, bn_reference(probe, x)), torch.ones(2), atol=1e-6)
 
 
 def test_torchscript_probe_matches_eager_hooks():
@@ -49,13 +58,13 @@ def test_torchscript_probe_matches_eager_hooks():
     x = torch.randn(4, 2, 5, 5, requires_grad=True)
     eager = FeatureProbe(net)
     lo_e, taps_e = eager(x)
-    loss_e = bn_losses(taps_e, eager.running).sum() + lo_e.logsumexp(1).sum()
+    loss_e = bn_losses(taps_e, bn_reference(eager, x.detach() + 1)).sum() + lo_e.logsumexp(1).sum()
     (g_e,) = torch.autograd.grad(loss_e, x)
     eager.close()  # scripting refuses modules with Python hooks
     for scripted in (torch.jit.script(net), torch.jit.trace(net, torch.randn(2, 2, 5, 5))):
         probe = FeatureProbe(scripted)
         lo, taps = probe(x)
-        loss = bn_losses(taps, probe.running).sum() + lo.logsumexp(1).sum()
+        loss = bn_losses(taps, bn_reference(probe, x.detach() + 1)).sum() + lo.logsumexp(1).sum()
         (g,) = torch.autograd.grad(loss, x)
         assert torch.allclose(lo, lo_e, atol=1e-6) and torch.allclose(g, g_e, atol=1e-6)
         assert torch.allclose(taps.features, taps_e.features, atol=1e-6)
@@ -209,12 +218,13 @@ def test_batched_bn_losses_match_the_per_layer_form():
     net = _net()
     with FeatureProbe(net) as probe:
         _, taps = probe(torch.randn(6, 2, 5, 5))
-        assert torch.allclose(bn_losses(taps, probe.running, batched=True),
-                              bn_losses(taps, probe.running, batched=False), atol=1e-6)
+        ref = bn_reference(probe, torch.rand(6, 2, 5, 5))
+        assert torch.allclose(bn_losses(taps, ref, batched=True), bn_losses(taps, ref, batched=False), atol=1e-6)
     # a layer already at its running statistics: zero loss, a finite (zero) gradient as the norm's
     m = torch.randn(3, requires_grad=True)
     v = torch.rand(3, requires_grad=True)
-    running = [(m.detach().clone(), v.detach().clone()), (torch.zeros(3), torch.zeros(3))]
+    one = torch.ones(())
+    running = [(m.detach().clone(), v.detach().clone(), one, one), (torch.zeros(3), torch.zeros(3), one, one)]
     for batched in (True, False):
         loss = bn_losses(Taps([m, m * 2], [v, v + 1]), running, batched=batched)
         g = torch.autograd.grad(loss.sum(), [m, v])

@@ -140,3 +140,31 @@ def test_logits_of_images_batches_and_leaves_its_input_alone() -> None:
     got = logits_of_images(net, x, t.spec, batch=32)
     assert torch.equal(x, keep)
     assert torch.allclose(got, teacher_logits(net, t.spec.normalize(keep / 255)), atol=1e-5)
+
+
+def _info(capsys, *args: str) -> tuple[int, dict, str]:
+    from dfnas.cli import main
+
+    code = main(["teacher", "info", *args])
+    out, err = capsys.readouterr()
+    return code, json.loads(out), err
+
+
+def test_teacher_info_checks_the_spec_units_on_real_data_and_noise(capsys):
+    code, rep, err = _info(capsys, "--teacher", "mnist-cnn", "--data", "mnist")
+    inp = rep["input"]
+    assert code == 0 and err == "" and "warning" not in inp
+    assert inp["teacher_accuracy"] >= 0.95 and 0.5 < inp["first_bn"]["ratio"] < 2
+    code, rep, err = _info(capsys, "--teacher", "mnist-cnn")  # no data: smooth noise, same verdict
+    assert code == 0 and err == "" and 0.1 < rep["input"]["first_bn"]["ratio"] < 10
+
+
+@pytest.mark.parametrize("units", [{"pixel_range": [0, 255], "mean": [0], "std": [1]},  # raw pixels: 78x too large
+                                   {"mean": [33.3], "std": [78.6]}])  # 0-255 mean/std on [0, 1] pixels
+def test_teacher_info_warns_in_one_line_about_a_spec_in_the_wrong_units(capsys, tmp_path, units):
+    spec = {**load_teacher("mnist-cnn").spec.to_dict(), **units}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    code, rep, err = _info(capsys, "--teacher", "mnist-cnn", "--spec", str(tmp_path / "spec.json"))
+    ratio = rep["input"]["first_bn"]["ratio"]
+    assert code == 0 and not 0.2 < ratio < 5
+    assert err.count("\n") == 1 and err.startswith("dfnas: warning:") and "pixel_range" in err

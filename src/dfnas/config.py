@@ -35,11 +35,13 @@ class SynthConfig:
     lr: float = 0.25
     betas: tuple[float, float] = (0.5, 0.9)
     warmup_fraction: float = 0.05  # linear warm-up at the start of each phase, then cosine
-    bn_weight: float = 3.0  # a_feat: weight of the BN-statistics loss (0 = off); 3.0 measured best on MNIST
+    # Every weight is free of the teacher's units (docs/synth-units.md): the BN term of a layer
+    # is 1 for smooth noise, the priors act on the [0, 1] image.
+    bn_weight: float = 12.5  # a_feat: weight of the BN-statistics loss (0 = off)
     first_bn_multiplier: float = 10.0
-    tv_l2: float = 1e-3  # a_tv2: total variation, squared differences
+    tv_l2: float = 0.01  # a_tv2: total variation, squared differences
     tv_l1: float = 0.0  # a_tv1: total variation, absolute differences
-    l2: float = 1e-5  # a_l2: L2 prior on the teacher-normalized input
+    l2: float = 1e-4  # a_l2: L2 prior about mid-grey
     jitter: int | None = None  # max roll in pixels; None = canvas size // 7
     flip: bool = True  # random horizontal flip (also needs the input spec to allow it)
     # Transformation robustness: each view zoomed by U(1-s, 1+s) and turned by U(-d, d) degrees.
@@ -167,6 +169,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise DfnasError(f"config key '{key}': expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string; a user means the number
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise DfnasError(f"config key '{key}': expected a number, got {value!r}")
         return float(value)

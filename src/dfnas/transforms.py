@@ -57,3 +57,12 @@ def random_hflip(x: torch.Tensor, generator: torch.Generator | None = None) -> t
 def augment(x: torch.Tensor, max_shift: int, flip: bool, generator: torch.Generator | None = None) -> torch.Tensor:
     x = random_translate(x, max_shift, generator)
     return random_hflip(x, generator) if flip else x
+
+
+def smooth_noise(n: int, channels: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
+    """Images in [0, 1] with image-like low frequencies (4x4 noise upsampled, plus fine noise):
+    a fixed, data-free reference batch for checks that compare a teacher with its own statistics."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(n, channels, 4, 4, generator=g)
+    x = F.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
+    return (0.8 * x + 0.2 * torch.rand(n, channels, height, width, generator=g)).clamp(0, 1)

@@ -1,7 +1,12 @@
 """One batch of model inversion: the inner loop of `dfnas synth` (SPEC section 2).
 
     x (B,C,h,w) in [0,1]  --crop+resize+flip(+zoom/turn)-->  view (B,C,H,W)  --spec-->  teacher input
-    loss = task(teacher(roll(input)), target) + a_feat * sum_l w_l BN_l + priors(input)
+    loss = task(teacher(roll(input)), target) + a_feat * sum_l w_l BN_l + priors(view)
+
+Every term is free of the teacher's units: the priors act on the [0, 1] view, each layer's BN
+term is read in units of its value on a fixed smooth-noise batch (`bn_reference`), and the
+step size and clamp are in [0, 1] space. A teacher taking raw 0-255 pixels gets the images of
+the same teacher taking [0, 1] floats.
 
 The loop is one teacher forward+backward plus a few batched tensor ops; all randomness comes
 from one `torch.Generator` per batch so a batch is reproducible on its own (resume safety).
@@ -17,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from dfnas.config import SynthConfig
-from dfnas.synth.bn_hooks import FeatureProbe, bn_losses
+from dfnas.synth.bn_hooks import FeatureProbe, bn_losses, bn_reference, reference_input
 from dfnas.synth.losses import l2_prior, task_loss_per_image, tv_l1, tv_l2
 from dfnas.synth.regional import crop_resize, full_boxes, sample_boxes
 from dfnas.teachers.spec import InputSpec
@@ -66,9 +71,8 @@ class Inverter:
         scale = cfg.canvas_scale if cfg.regional else 1.0
         self.canvas = (round(spec.height * scale), round(spec.width * scale))
         self.flip = cfg.flip and spec.allow_flip
-        with torch.no_grad():  # one call fixes the BN forward order and the running stats
-            probe(torch.zeros(2, spec.channels, spec.height, spec.width, device=self.device))
-        self.running = [(m.detach().float(), v.detach().float()) for m, v in probe.running]
+        # its forward fixes the BN order and reads each layer's unit off the reference batch
+        self.running = bn_reference(probe, reference_input(spec, self.device))
         w = torch.ones(len(self.running), device=self.device)
         if len(w):
             w[0] = cfg.first_bn_multiplier
@@ -159,18 +163,19 @@ class Inverter:
               gen: torch.Generator, opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            inp = self.to_input(self.view(x, gen))
+            v = self.view(x, gen)
             terms: dict[str, torch.Tensor] = {}
             loss = torch.zeros((), device=self.device)
             if cfg.tv_l2:
-                terms["tv2"] = tv_l2(inp)
+                terms["tv2"] = tv_l2(v)
                 loss = loss + cfg.tv_l2 * terms["tv2"]
             if cfg.tv_l1:
-                terms["tv1"] = tv_l1(inp)
+                terms["tv1"] = tv_l1(v)
                 loss = loss + cfg.tv_l1 * terms["tv1"]
             if cfg.l2:
-                terms["l2"] = l2_prior(inp)
+                terms["l2"] = l2_prior(v - 0.5)  # about mid-grey: the spec's mean may be unknown (raw 0-255)
                 loss = loss + cfg.l2 * terms["l2"]
+            inp = self.to_input(v)
             if cfg.jitter:
                 dy, dx = torch.randint(-cfg.jitter, cfg.jitter + 1, (2,), generator=gen).tolist()
                 inp = torch.roll(inp, shifts=(dy, dx), dims=(2, 3))

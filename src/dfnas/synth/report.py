@@ -9,7 +9,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from dfnas.synth.bn_hooks import FeatureProbe, bn_losses
+from dfnas.synth.bn_hooks import FeatureProbe, bn_losses, bn_reference, reference_input
 from dfnas.teachers.spec import InputSpec
 
 
@@ -21,7 +21,7 @@ def quality_report(
 ) -> dict[str, Any]:
     """Per-round metrics from the stored uint8 images and their stored logits."""
     scale, shift = spec.affine(device)
-    running = None
+    running = bn_reference(probe, reference_input(spec, device))  # 1.0 = as far off as smooth noise
     out: dict[str, Any] = {"rounds": []}
     for r in sorted(set(rounds.tolist())):
         sel = torch.nonzero(rounds == r).flatten()
@@ -34,7 +34,6 @@ def quality_report(
             if xb.shape[-2:] != (spec.height, spec.width):
                 xb = F.interpolate(xb, size=(spec.height, spec.width), mode="bilinear", antialias=True)
             _, taps = probe(xb * scale + shift)
-            running = running or [(m.float(), v.float()) for m, v in probe.running]
             if running:
                 bn_d.append(bn_losses(taps, running).mean().item() * len(xb))
             if taps.features is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -31,13 +32,19 @@ from dfnas.synth.engine import Inverter, quantize
 from dfnas.synth.report import format_report, quality_report
 from dfnas.synth.writer import DatasetWriter, read_dataset, save_grid
 from dfnas.teachers import Teacher, validate_teacher
+from dfnas.teachers.inputs import input_report
+
+# Bumped when the same config makes other images: 2 = loss terms free of the teacher's units
+# (docs/synth-units.md). A set begun by an older dfnas is then refused instead of resumed with
+# shards of two different losses.
+LOSS_VERSION = 2
 
 
 def fingerprint(teacher: Teacher, cfg: SynthConfig) -> str:
-    """What decides the dataset: config (minus execution settings), teacher weights, spec."""
+    """What decides the dataset: config (minus execution settings), teacher weights, spec, loss."""
     c = result_keys(to_dict(cfg), "synth")
     blob = json.dumps({"config": c, "teacher": teacher.weights_hash, "spec": teacher.spec.to_dict(),
-                       "format": 1}, sort_keys=True)
+                       "format": 1, "loss": LOSS_VERSION}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -56,6 +63,10 @@ def synthesize(
     cfg = cfg.resolve(spec.height, spec.width)
     cfg.validate(spec.num_classes)
     n_bn = validate_teacher(teacher, need_bn=cfg.bn_weight > 0, device="cpu")
+    if n_bn and rank == 0:  # a spec in the wrong units fails silently: say so before the long work
+        warning = input_report(teacher, images=16).get("warning")
+        if warning:
+            print(f"dfnas: warning: {warning}", file=sys.stderr)
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DfnasError("synth.device is cuda but no CUDA device is available; use --device cpu")

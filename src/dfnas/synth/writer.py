@@ -62,8 +62,8 @@ class DatasetWriter:
                 self._wipe()
             elif manifest.get("fingerprint") != self.header["fingerprint"]:
                 raise DfnasError(
-                    f"{root} holds a synthetic set made with another teacher or config; "
-                    "choose another --out, or pass --force to replace it"
+                    f"{root} holds a synthetic set made with another teacher or config (or by an older "
+                    "dfnas whose loss differs); choose another --out, or pass --force to replace it"
                 )
             else:
                 clean_temp_files(root)

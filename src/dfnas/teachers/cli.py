@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+import torch
+
 from dfnas.config import TeacherTrainConfig, apply_overrides, from_dict, to_dict
 from dfnas.data import task_names
 
@@ -22,8 +24,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a TeacherTrainConfig field")
     t.set_defaults(func=_train)
 
-    i = tsub.add_parser("info", help="load and validate a teacher, print its spec and BN count")
+    i = tsub.add_parser("info", help="load and validate a teacher, print its spec, BN count and a check of the spec's input units")
     _add_teacher_args(i)
+    i.add_argument("--data", default=None,
+                   help="real images to check the spec with (npz:PATH, an ImageFolder, a bundled task); "
+                        "default: smooth noise")
     i.set_defaults(func=_info)
 
 
@@ -50,9 +55,22 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
+    import sys
+
     from dfnas.teachers import load_teacher, validate_teacher
+    from dfnas.teachers.inputs import input_report
 
     t = load_teacher(args.teacher, args.weights, args.spec)
     n_bn = validate_teacher(t, need_bn=False)
-    print(json.dumps({"teacher": t.identity(), "spec": t.spec.to_dict(), "bn_layers": n_bn}, indent=2))
+    x = y = name = None
+    if args.data is not None:
+        from dfnas.data import load_source
+
+        src = load_source(args.data, t.spec)
+        idx = torch.randperm(len(src), generator=torch.Generator().manual_seed(0))[:256]
+        x, y, name = src.x[idx].float() / 255, src.y[idx], src.name
+    rep = input_report(t, x, y, name)
+    print(json.dumps({"teacher": t.identity(), "spec": t.spec.to_dict(), "bn_layers": n_bn, "input": rep}, indent=2))
+    if "warning" in rep:
+        print(f"dfnas: warning: {rep['warning']}", file=sys.stderr)
     return 0
