@@ -168,3 +168,21 @@ def test_teacher_info_warns_in_one_line_about_a_spec_in_the_wrong_units(capsys, 
     ratio = rep["input"]["first_bn"]["ratio"]
     assert code == 0 and not 0.2 < ratio < 5
     assert err.count("\n") == 1 and err.startswith("dfnas: warning:") and "pixel_range" in err
+
+
+@pytest.mark.parametrize("wrap", ["state_dict", "model_state_dict", "model"])
+def test_checkpoints_as_users_hold_them(user_teacher, tmp_path, wrap):
+    """A training checkpoint: the state dict under a key beside epoch/accuracy, saved from
+    DataParallel (`module.` prefix), without BN's `num_batches_tracked` (pre-0.4.1 PyTorch)."""
+    sd = torch.load(user_teacher["pt"], weights_only=True)
+    kept = {f"module.{k}": v for k, v in sd.items() if not k.endswith("num_batches_tracked")}
+    assert len(kept) < len(sd)
+    torch.save({"best_prec1": 91.7, "epoch": 199, wrap: kept}, tmp_path / "ckpt.th")
+    t = load_teacher(f"{user_teacher['py']}:build", tmp_path / "ckpt.th", user_teacher["spec"])
+    x = torch.rand(3, 3, 16, 16) * 255
+    assert torch.allclose(t.module(x), user_teacher["module"](x))
+    # a real missing weight is still refused, by name
+    del kept["module.head.bias"]
+    torch.save({wrap: kept}, tmp_path / "short.th")
+    with pytest.raises(DfnasError, match="missing.*head.bias"):
+        load_teacher(f"{user_teacher['py']}:build", tmp_path / "short.th", user_teacher["spec"])

@@ -28,6 +28,7 @@ from dfnas.teachers.spec import InputSpec
 WEIGHTS_DIR = Path(__file__).with_name("weights")
 BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 TORCHSCRIPT_SUFFIXES = (".ts", ".pt", ".pth", ".jit", ".torchscript")
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")  # where checkpoints keep the weights
 
 
 @dataclasses.dataclass
@@ -114,16 +115,21 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DfnasError(f"cannot load {p} as a state dict with weights_only=True ({first[:200]}); save it with torch.save(model.state_dict(), path) or as .safetensors") from e
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
+    for key in WRAPPER_KEYS:  # training checkpoints wrap the state dict beside epoch, accuracy, ...
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise DfnasError(f"{p} does not hold a state dict of tensors; save model.state_dict()")
     return obj
 
 
 def _apply_weights(model: nn.Module, sd: dict[str, torch.Tensor], source: str) -> None:
-    sd = {k.removeprefix("module."): v for k, v in sd.items()}  # DDP-saved checkpoints
+    sd = {k.removeprefix("module."): v for k, v in sd.items()}  # DataParallel/DDP-saved checkpoints
     own = model.state_dict()
+    # BN's batch counter is never read in eval mode; checkpoints from before PyTorch 0.4.1 and
+    # many exported ones lack it
+    sd.update({k: own[k] for k in own if k.endswith("num_batches_tracked") and k not in sd})
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
     shape = [k for k in own if k in sd and tuple(own[k].shape) != tuple(sd[k].shape)]
