@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -88,3 +89,56 @@ def test_teacher_train_writes_a_loadable_record(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["teacher", "train", "cifar", "--out", str(out)])
     assert "invalid choice: 'cifar'" in capsys.readouterr().err
+
+
+def _write_cifar_batches(root, n: int = 12, seed: int = 0):
+    """A tiny `cifar-10-batches-py` folder in the real format (pickled dicts, bytes keys)."""
+    import pickle
+
+    root.mkdir()
+    g = np.random.default_rng(seed)
+    want = {}
+    for name in ("data_batch_1", "data_batch_2", "test_batch"):
+        data = g.integers(0, 256, (n, 3072), dtype=np.uint8)
+        labels = [int(v) for v in g.integers(0, 10, n)]
+        with open(root / name, "wb") as f:
+            pickle.dump({b"batch_label": name.encode(), b"labels": labels, b"data": data,
+                         b"filenames": [b"x.png"] * n}, f, protocol=2)
+        want[name] = (data, labels)
+    return want
+
+
+def test_cifar10_folder_reads_the_standard_format(tmp_path):
+    from dfnas.data import load_source
+
+    want = _write_cifar_batches(tmp_path / "cifar-10-batches-py")
+    train = load_source(f"cifar10:{tmp_path / 'cifar-10-batches-py'}", split="train")
+    test = load_source(f"cifar10:{tmp_path / 'cifar-10-batches-py'}", split="test")
+    assert train.x.shape == (24, 3, 32, 32) and test.x.shape == (12, 3, 32, 32)
+    # row-major 3072 = 3 planes of 32x32 (R, G, B), batches in order
+    assert torch.equal(train.x[12], torch.from_numpy(want["data_batch_2"][0][0].reshape(3, 32, 32)))
+    assert train.y.tolist() == want["data_batch_1"][1] + want["data_batch_2"][1]
+    assert train.spec.class_names[3] == "cat" and train.spec.mean == [0.485, 0.456, 0.406]
+
+
+def test_cifar10_folder_refuses_what_is_not_one(tmp_path):
+    import os
+    import pickle
+
+    from dfnas.data import load_source
+    from dfnas.errors import DfnasError
+
+    with pytest.raises(DfnasError, match="CIFAR-10 folder not found"):
+        load_source(f"cifar10:{tmp_path / 'missing'}")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DfnasError, match="holds no data_batch_1"):
+        load_source(f"cifar10:{tmp_path / 'empty'}")
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    with open(evil / "data_batch_1", "wb") as f:  # a pickle that would run a command
+        pickle.dump({b"data": os.system}, f)
+    with pytest.raises(DfnasError, match="refusing to load"):
+        load_source(f"cifar10:{evil}")
+    (evil / "data_batch_1").write_bytes(b"\x80\x02}q\x00")  # cut off
+    with pytest.raises(DfnasError, match="not a CIFAR-10 python batch"):
+        load_source(f"cifar10:{evil}")

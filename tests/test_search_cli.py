@@ -252,3 +252,27 @@ def test_resumed_search_counts_the_seconds_of_earlier_calls(tmp_path) -> None:
     assert again.seconds < 5
     again.load_checkpoint()
     assert 30.0 <= again.seconds < 35.0
+
+
+def test_nb201_search_on_a_cifar_shaped_task_records_the_benchmark_truth(tmp_path, capsys) -> None:
+    """3x32x32, 10 classes: the found cell's NAS-Bench-201 CIFAR-10 accuracy is recorded and
+    printed, labelled as the benchmark's; on MNIST (28x28x1) there is no such figure."""
+    from dfnas.spaces.nb201_bench import lookup
+
+    g = np.random.default_rng(0)
+    np.savez(tmp_path / "c.npz", x=g.integers(0, 256, (40, 3, 32, 32), dtype=np.uint8), y=np.arange(40) % 10)
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"channels": 3, "height": 32, "width": 32, "num_classes": 10,
+                                "mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26]}))
+    out = tmp_path / "run"
+    assert search("--algo", "random", "--space", "nb201", "--data", f"npz:{tmp_path / 'c.npz'}", "--spec", str(spec),
+                  "--out", str(out), *TINY) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    d = json.loads((out / "arch.json").read_text())
+    want = lookup(d["nb201_string"])["cifar10_test"]
+    assert d["nb201_benchmark"]["dataset"] == "cifar10_test" and d["nb201_benchmark"]["test_accuracy"] == want
+    assert "ground truth" in d["nb201_benchmark"]["note"] and 10 <= want <= 94.38
+    assert summary["nb201_benchmark_test_accuracy"] == {"cifar10_test": want}
+    mnist = tmp_path / "mnist"
+    assert search("--algo", "random", "--space", "nb201", "--data", "mnist", "--out", str(mnist), *TINY) == 0
+    assert "nb201_benchmark" not in json.loads((mnist / "arch.json").read_text())

@@ -255,3 +255,27 @@ def test_networks_do_not_see_the_units_of_their_input(name: str) -> None:
     assert torch.allclose(out, ref, rtol=1e-3, atol=1e-4)
     # as a function of the stem weights W, BN(W (255 x)) = BN(W x): every gradient is the same too
     assert torch.allclose(grads[1], grads[0], rtol=1e-3, atol=1e-4)
+
+
+def test_nb201_table_holds_the_published_landmarks() -> None:
+    """The shipped NAS-Bench-201 table against figures published with the benchmark (and in
+    the kit's README): best 94.37, all-skip 54.30 (where DARTS collapses), the ResNet-like cell
+    93.91, mean 87.06, 6,466 distinct cells; and codes round-trip through the cell string."""
+    import numpy as np
+
+    from dfnas.spaces.nb201_bench import N_CELLS, accuracies, cell_code, lookup
+
+    acc = accuracies("cifar10_test")
+    assert len(acc) == N_CELLS == 15625
+    assert round(float(acc.max()), 2) == 94.37 and round(float(acc.mean()), 2) == 87.06
+    skip = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"
+    assert round(lookup(skip)["cifar10_test"], 2) == 54.30
+    resnet = "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|"
+    assert round(lookup(resnet)["cifar10_test"], 2) == 93.91
+    from dfnas.spaces.nb201_bench import _table
+
+    assert len(np.unique(_table()["iso"])) == 6466
+    for s in (skip, resnet):
+        assert cell_code(to_nb201_string(from_nb201_string(s))) == cell_code(s)
+    with pytest.raises(DfnasError, match="not an NB201 cell"):
+        cell_code({"cell/op_1_0": "sep_conv_3x3"})

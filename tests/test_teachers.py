@@ -186,3 +186,21 @@ def test_checkpoints_as_users_hold_them(user_teacher, tmp_path, wrap):
     torch.save({wrap: kept}, tmp_path / "short.th")
     with pytest.raises(DfnasError, match="missing.*head.bias"):
         load_teacher(f"{user_teacher['py']}:build", tmp_path / "short.th", user_teacher["spec"])
+
+
+def test_bundled_cifar10_resnet20() -> None:
+    """The real CIFAR-10 ResNet-20 ships as safetensors with its record and licence notice;
+    the project's own ResNet definition loads it (ResNet-56 is the same code at depth 56)."""
+    from dfnas.io import sha256_tensors
+    from dfnas.teachers import WEIGHTS_DIR, bundled_record
+    from dfnas.teachers.resnet_cifar import build
+
+    t = load_teacher("cifar10-resnet20")
+    rec = bundled_record("cifar10-resnet20")
+    assert validate_teacher(t) == 19 and t.spec.num_classes == 10 and t.spec.class_names[0] == "airplane"
+    assert t.weights_hash == rec["weights_sha256"] == sha256_tensors(t.module.state_dict())
+    assert 0.9 < t.info["test_accuracy"] < 0.93 and (WEIGHTS_DIR / "LICENSE-resnet-cifar10").is_file()
+    assert sum(p.numel() for p in t.module.parameters()) == 269_722  # ResNet-20's published 0.27M
+    assert sum(p.numel() for p in build(56).parameters()) == 853_018  # ResNet-56: 0.85M
+    with pytest.raises(ValueError, match="6n"):
+        build(21)

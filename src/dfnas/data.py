@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import pickle
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import torch
 from dfnas.io import sha256_file
 from dfnas.teachers.spec import InputSpec
 
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
 MNIST_TRAIN_PER_CLASS = 400
@@ -206,7 +208,14 @@ def load_source(ref: str, spec: InputSpec | str | Path | None = None, split: str
                              "use a teacher/spec made for it")
         x, y = split_fn(split)
         return Source(f"{ref}:{split}", x, y, spec or own, identity={"source": f"{ref}:{split}"})
-    if ref.startswith("npz:"):
+    if ref.startswith("cifar10:"):
+        x, y = read_cifar10_folder(Path(ref[8:]), split)
+        own = cifar10_spec()
+        if spec is not None and _shape(spec) != _shape(own):
+            raise DfnasError(f"{ref} is 3x32x32 with 10 classes, the given spec says "
+                             f"{spec.channels}x{spec.height}x{spec.width} with {spec.num_classes}; use a CIFAR-10 teacher/spec")
+        src = Source(f"cifar10:{split}", x, y, spec or own, identity={"source": f"{ref}:{split}"})
+    elif ref.startswith("npz:"):
         path = Path(ref[4:])
         if not path.is_file():
             raise DfnasError(f"data file not found: {path}; pass npz:PATH to an .npz with arrays x and y")
@@ -235,7 +244,7 @@ def load_source(ref: str, spec: InputSpec | str | Path | None = None, split: str
             x, y = read_imagefolder(path, spec)
             src = Source(f"imagefolder:{path.name}", x, y, spec, identity={"source": str(path)})
         else:
-            raise DfnasError(f"data source '{ref}' not found: use {' or '.join(task_names())}, npz:PATH, "
+            raise DfnasError(f"data source '{ref}' not found: use {' or '.join(task_names())}, npz:PATH, cifar10:DIR, "
                              "an ImageFolder directory or a dfnas synth directory")
     _check_source(src)
     return src
@@ -257,6 +266,56 @@ def _check_source(src: Source) -> None:
         raise DfnasError(f"data source {src.name} has {len(src.x)} images but {len(src.y)} labels")
     if int(src.y.min()) < 0 or int(src.y.max()) >= s.num_classes:
         raise DfnasError(f"data source {src.name} has labels outside [0, {s.num_classes}); check num_classes in the spec")
+
+
+def cifar10_spec() -> InputSpec:
+    """CIFAR-10 as torchvision-style teachers take it: RGB in [0, 1], ImageNet mean/std."""
+    return InputSpec(3, 32, 32, 10, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225],
+                     class_names=list(CIFAR10_CLASSES))
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and numpy arrays only: the CIFAR-10 python batches are
+    pickles, and a pickle may run any code, so nothing else is allowed to load."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar"),
+               ("_codecs", "encode")}  # how Python 3 writes bytes in a protocol-2 pickle
+
+    def find_class(self, module: str, name: str):  # type: ignore[override]
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def read_cifar10_folder(root: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The standard `cifar-10-batches-py` folder: `data_batch_1..5` (train; those present, in
+    order) or `test_batch` (test), each a pickled dict with `data` uint8 (N, 3072) and `labels`."""
+    from dfnas.errors import DfnasError
+
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if not root.is_dir():
+        raise DfnasError(f"CIFAR-10 folder not found: {root}; pass cifar10:DIR with the extracted cifar-10-batches-py folder")
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    files = [root / n for n in names if (root / n).is_file()]
+    if not files:
+        raise DfnasError(f"{root} holds no {' / '.join(names[:1] + names[-1:])}: is it the cifar-10-batches-py folder?")
+    xs, ys = [], []
+    for f in files:
+        try:
+            with open(f, "rb") as fh:
+                d = _ArrayUnpickler(fh, encoding="bytes").load()
+            data = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+            labels = np.asarray(d[b"labels"], dtype=np.int64)
+        except (pickle.UnpicklingError, KeyError, TypeError, ValueError, EOFError) as e:
+            raise DfnasError(f"{f} is not a CIFAR-10 python batch ({e}); is the file complete?") from e
+        if len(data) != len(labels):
+            raise DfnasError(f"{f}: {len(data)} images but {len(labels)} labels; the file is cut off")
+        xs.append(data)
+        ys.append(labels)
+    return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")

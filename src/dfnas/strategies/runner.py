@@ -175,7 +175,7 @@ def _draw(space: str, choices: dict[str, Any], path: Path, title: str) -> str | 
     return None
 
 
-def _extra_strings(space: str, arch: dict[str, Any]) -> dict[str, str]:
+def _extra_strings(space: str, arch: dict[str, Any], spec: Any = None) -> dict[str, Any]:
     try:
         if space == "darts":
             from dfnas.spaces.darts import genotype_string
@@ -184,10 +184,31 @@ def _extra_strings(space: str, arch: dict[str, Any]) -> dict[str, str]:
         if space == "nb201":
             from dfnas.spaces.nb201 import to_nb201_string
 
-            return {"nb201_string": to_nb201_string(arch)}
+            return {"nb201_string": to_nb201_string(arch), **_nb201_truth(arch, spec)}
     except Exception:  # noqa: BLE001 - a convenience string only
         pass
     return {}
+
+
+# the benchmark's own tasks: input (C, H, W) and classes -> its dataset in the table
+NB201_TASKS = {((3, 32, 32), 10): "cifar10_test", ((3, 32, 32), 100): "cifar100_test",
+               ((3, 16, 16), 120): "imagenet16_120_test"}
+
+
+def _nb201_truth(arch: dict[str, Any], spec: Any) -> dict[str, Any]:
+    """On a task of the benchmark's shape, the found cell's NAS-Bench-201 accuracy: ground truth
+    of the benchmark (the cell trained 200 epochs on the full real dataset), not of this run."""
+    if spec is None:
+        return {}
+    dataset = NB201_TASKS.get(((spec.channels, spec.height, spec.width), spec.num_classes))
+    if dataset is None:
+        return {}
+    from dfnas.spaces.nb201_bench import lookup
+
+    truth = lookup(arch)
+    return {"nb201_benchmark": {"dataset": dataset, "test_accuracy": truth[dataset], **truth,
+                                "note": "NAS-Bench-201 ground truth: this cell trained 200 epochs on the full "
+                                        "real dataset (benchmark lookup, not this run)"}}
 
 
 def run_search(cfg: SearchConfig, source: Source, out: str | Path | None, *, hooks: Sequence[Hook] = (),
@@ -230,7 +251,7 @@ def run_search(cfg: SearchConfig, source: Source, out: str | Path | None, *, hoo
              "data_synthetic": source.is_synthetic, "search_loss": data.loss_kind,
              **({"teacher": teacher.identity()} if teacher is not None else {}),
              "search_seconds": round(ctx.seconds, 2), "search_seconds_last_run": round(wall, 2),
-             **_extra_strings(cfg.space, result.arch)}
+             **_extra_strings(cfg.space, result.arch, source.spec)}
     record = _write_arch(out_path, cfg, supernet, space_cfg, result, extra,
                          (source.spec.channels, source.spec.height, source.spec.width))
     if out_path is not None:

@@ -56,6 +56,7 @@ class Teacher:
 BUNDLED = {
     "mnist-cnn": ("dfnas.teachers.mnist_cnn:build", "mnist-cnn"),
     "mnist-clutter-cnn": ("dfnas.teachers.mnist_cnn:build", "mnist-clutter-cnn"),
+    "cifar10-resnet20": ("dfnas.teachers.resnet_cifar:build", "cifar10-resnet20"),
 }
 
 
