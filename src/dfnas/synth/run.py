@@ -64,7 +64,7 @@ def synthesize(
     cfg.validate(spec.num_classes)
     n_bn = validate_teacher(teacher, need_bn=cfg.bn_weight > 0, device="cpu")
     if n_bn and rank == 0:  # a spec in the wrong units fails silently: say so before the long work
-        warning = input_report(teacher, images=16).get("warning")
+        warning = input_report(teacher).get("warning")
         if warning:
             print(f"dfnas: warning: {warning}", file=sys.stderr)
     device = torch.device(cfg.device)

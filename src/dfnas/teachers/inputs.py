@@ -16,28 +16,29 @@ from typing import Any
 
 import torch
 
-from dfnas.synth.bn_hooks import FeatureProbe
+from dfnas.synth.bn_hooks import FeatureProbe, reference_input
 from dfnas.teachers import Teacher
-from dfnas.transforms import smooth_noise
 
-# A units mistake moves the ratio by a large factor: 56-68x for a [0, 1] ResNet-20 given a raw
-# 0-255 spec, 1/9.6x for MNIST given its mean/std in 0-255 units on a [0, 1] range. Correct
-# specs measured 0.85-1.08 on real images and 0.59-1.08 on the smooth noise used without data.
+# A units mistake moves the ratio by a large factor: 56-69x for a [0, 1] ResNet-20 given a raw
+# 0-255 spec, 1/9.6x (0.104) for MNIST given its mean/std in 0-255 units on a [0, 1] range. Correct
+# specs measured 0.85-1.01 on real images and 0.59-1.10 on the smooth noise used without data.
 WARN_FACTOR = 5.0
 
 
 @torch.inference_mode()
 def input_report(teacher: Teacher, x01: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                 source: str | None = None, images: int = 64) -> dict[str, Any]:
-    """Teacher-input range of a batch, and the first BN layer's view of it against its running
-    statistics; `warning` is a one-line message when they disagree by `WARN_FACTOR` or more."""
+                 source: str | None = None) -> dict[str, Any]:
+    """Teacher-input range of a batch (default: synthesis's smooth-noise reference batch), and
+    the first BN layer's view of it against its running statistics; `warning` is a one-line
+    message when they disagree by `WARN_FACTOR` or more."""
     s = teacher.spec
-    if x01 is None:
-        x01, source = smooth_noise(images, s.channels, s.height, s.width), "smooth noise"
     device = next(iter(teacher.module.parameters()), torch.empty(0)).device
-    inp = s.normalize(x01.float().to(device))
+    if x01 is None:
+        inp, source = reference_input(s, device), "smooth noise"
+    else:
+        inp = s.normalize(x01.float().to(device))
     out: dict[str, Any] = {
-        "batch": source, "images": len(x01),
+        "batch": source, "images": len(inp),
         "teacher_input_range": [round(float(inp.min()), 4), round(float(inp.max()), 4)],
     }
     probe = FeatureProbe(teacher.module)
