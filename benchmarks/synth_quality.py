@@ -4,6 +4,7 @@
     python benchmarks/synth_quality.py --quick         # small smoke version (~2 min)
     python benchmarks/synth_quality.py --bench-config configs/bench-clutter.yaml   # mnist-clutter (~30 min)
     python benchmarks/synth_quality.py --rows full --set bn_weight=1.0              # one row, one setting
+    python benchmarks/synth_quality.py --rows full --raw-pixels   # the teacher as a raw 0-255-pixel model
 
 A fixed small student is trained only on a synthetic set (KD to the stored soft labels,
 T = 3) and tested on the real MNIST test split. References measured in the same run: the
@@ -44,7 +45,7 @@ from dfnas.data import Source, load_source
 from dfnas.errors import DfnasError
 from dfnas.losses import kd_loss
 from dfnas.synth import synthesize
-from dfnas.teachers import load_teacher
+from dfnas.teachers import Teacher, load_teacher
 from dfnas.teachers.spec import InputSpec
 from dfnas.transforms import augment
 
@@ -101,6 +102,27 @@ def fit(src: Source, test: Source, steps: int, seed: int, temperature: float = 3
     return (pred == test.y).float().mean().item()
 
 
+class _RawPixels(nn.Module):
+    """A teacher as converted from a framework that feeds raw 0-255 pixels: it maps them to
+    [0, 1] and through its own spec inside."""
+
+    def __init__(self, inner: nn.Module, spec: InputSpec) -> None:
+        super().__init__()
+        self.inner = inner
+        scale, shift = spec.affine()
+        self.register_buffer("scale", scale / 255)
+        self.register_buffer("shift", shift)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x * self.scale + self.shift)
+
+
+def raw_pixel_teacher(teacher: Teacher) -> Teacher:
+    spec = dataclasses.replace(teacher.spec, mean=[0.0], std=[1.0], pixel_range=(0.0, 255.0))
+    return dataclasses.replace(teacher, module=_RawPixels(teacher.module, teacher.spec).eval(), spec=spec,
+                               name=f"{teacher.name} (raw 0-255 pixels)")
+
+
 ROWS = ("plain", "rlc", "regional", "full", "noise", "online")
 
 
@@ -116,6 +138,9 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--workdir", default=None, help="keep the synthetic sets here (reruns resume)")
     ap.add_argument("--set", action="append", default=[], help="synth override for every row, key=value")
+    ap.add_argument("--raw-pixels", action="store_true",
+                    help="synthesize from the teacher wrapped to take raw 0-255 pixels (spec mean 0, std 1): "
+                         "the same function in other input units")
     ap.add_argument("--rows", default=",".join(ROWS),
                     help=f"comma-separated subset of {','.join(ROWS)} (the real reference always runs)")
     args = ap.parse_args()
@@ -142,6 +167,13 @@ def main() -> None:
     teacher = load_teacher(teacher_ref)
     real = load_source(train_data, teacher.spec, split="train")
     test = load_source(test_data, teacher.spec, split="test")
+    def as_student_data(src: Source) -> Source:
+        """Students read every set through the test data's spec (the images are the same
+        [0, 1] bytes whatever units the teacher that made them takes)."""
+        return dataclasses.replace(src, spec=test.spec)
+
+    if args.raw_pixels:  # after the data: students and tests keep the teacher's own spec
+        teacher = raw_pixel_teacher(teacher)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="dfnas-bench-"))
 
     overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
@@ -181,7 +213,7 @@ def main() -> None:
         t0 = time.time()
         rep = synthesize(teacher, cfg, out, progress=False)
         synth_s = time.time() - t0
-        record(name, load_source(str(out)), {"synth_seconds": round(synth_s, 1),
+        record(name, as_student_data(load_source(str(out))), {"synth_seconds": round(synth_s, 1),
                                              "teacher_agreement": [r["teacher_agreement"] for r in rep["rounds"]],
                                              "mean_max_prob": [r["mean_max_prob"] for r in rep["rounds"]]})
     n_total = rounds * (per_class_total // rounds) * teacher.spec.num_classes
@@ -190,7 +222,7 @@ def main() -> None:
     if "online" in rows:
         # not the headline protocol (stored labels only): the same dfnas images with the teacher
         # queried on every augmented view, as `dfnas train --teacher` / `dfnas run` do
-        record("dfnas images, online KD", load_source(str(dirs["RLC + regional (dfnas)"])), online=True)
+        record("dfnas images, online KD", as_student_data(load_source(str(dirs["RLC + regional (dfnas)"]))), online=True)
 
     def acc(name: str) -> float | None:
         return round(results[name]["acc_mean"], 4) if name in results else None
