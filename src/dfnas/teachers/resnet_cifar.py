@@ -5,8 +5,9 @@ the first block of stages 2 and 3 strides 2), global pooling, linear. A block is
 conv-BN plus the shortcut, then ReLU; where the shape changes the shortcut is parameter-free
 ("option A"): every second pixel, channels zero-padded on both sides. Parameter names follow
 the public checkpoints of `akamaster/pytorch_resnet_cifar10` (BSD-2-Clause), so their
-ResNet-20/32/44/56/110 weights load as they are (`--teacher dfnas.teachers.resnet_cifar:build
---weights resnet56-4bfd9763.th` with `factory_kwargs` depth 56, or through `resnet56`).
+ResNet-20/32/44/56/110 weights load as they are: a factory teacher is built with no arguments,
+so `--teacher dfnas.teachers.resnet_cifar:build` is ResNet-20 and
+`--teacher dfnas.teachers.resnet_cifar:resnet56 --weights resnet56-4bfd9763.th` is ResNet-56.
 
 The shipped weights are converted once, with their accuracy on a labelled test set, by
 
