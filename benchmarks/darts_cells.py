@@ -39,7 +39,7 @@ import torch
 from dfnas.bench import BenchConfig, build_config
 from dfnas.bench.sources import per_class_subset, synthetic_source
 from dfnas.config import apply_overrides, load_yaml
-from dfnas.data import Source, load_source
+from dfnas.data.sources import Source, load_source
 from dfnas.errors import DfnasError
 from dfnas.spaces.nb201 import nb201_depth
 from dfnas.strategies.runner import run_search

@@ -33,7 +33,7 @@ import torch
 
 from dfnas.bench.ranking import ranking_check, tau
 from dfnas.config import SearchConfig, SynthConfig, TrainConfig, from_dict
-from dfnas.data import Source, load_source
+from dfnas.data.sources import Source, load_source
 from dfnas.spaces.base import Arch
 
 SPACE_ARGS = {  # small widths, as in `dfnas bench`
@@ -64,9 +64,9 @@ def synthetic_set(args: argparse.Namespace, work: Path) -> tuple[Path, float]:
 def scratch_accuracy(space: str, arch: Arch, space_cfg: dict[str, Any], real: Source, test: Source, epochs: int,
                      seed: int, out: Path) -> float:
     """Short from-scratch training on the real train split; real test accuracy."""
-    from dfnas.arch import make_record
     from dfnas.spaces import space_class
-    from dfnas.train import train_arch
+    from dfnas.spaces.arch import make_record
+    from dfnas.training.train import train_arch
 
     rec = make_record(space, space_class(space).version, space_cfg, arch, {})
     m = train_arch(rec, real, test, seeds=(seed,), out=out, cfg=TrainConfig(epochs=epochs), progress=False)

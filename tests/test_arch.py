@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from dfnas.arch import build_network, load_arch, save_arch
-from dfnas.draw import draw_arch
 from dfnas.errors import DfnasError
+from dfnas.report.draw import draw_arch
 from dfnas.spaces import create_space, sample_arch
+from dfnas.spaces.arch import build_network, load_arch, save_arch
 
 CFG = {"darts": {"channels": 4, "layers": 3}, "nb201": {"channels": 4}, "proxyless": {}, "spos": {}}
 

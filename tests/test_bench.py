@@ -24,7 +24,7 @@ from dfnas.bench import build_config, run_bench
 from dfnas.bench.protocol import clearly_better, planned_jobs, pool
 from dfnas.bench.sources import noise_source, per_class_subset, plain_config
 from dfnas.cli import main
-from dfnas.data import load_source
+from dfnas.data.sources import load_source
 from dfnas.errors import DfnasError
 from dfnas.teachers import load_teacher
 from dfnas.teachers.online import OnlineTeacher

@@ -19,12 +19,13 @@ from test_pipeline import TINY
 from torch import nn
 
 from dfnas.config import RunConfig, SearchConfig, from_dict
+from dfnas.data.synthetic import read_dataset
 from dfnas.spaces import create_space
 from dfnas.strategies.runner import run_search
 from dfnas.synth import synthesize
-from dfnas.synth.bn_hooks import FeatureProbe, bn_losses, bn_reference
-from dfnas.synth.writer import read_dataset
+from dfnas.synth.bn_stats import bn_losses, bn_reference
 from dfnas.teachers import load_teacher
+from dfnas.teachers.probe import FeatureProbe
 
 # DFNAS_TEST_DEVICE=cpu runs the same checks on the CPU (to try them without a GPU)
 DEV = os.environ.get("DFNAS_TEST_DEVICE", "cuda")
@@ -82,7 +83,7 @@ def test_synthesis_on_cuda_stores_exact_soft_labels(tmp_path, tiny_cfg, amp: boo
 @pytest.mark.parametrize("algo,space", [("darts", "nb201"), ("proxyless", "proxyless"), ("spos", "spos"),
                                         ("random", "nb201")])
 def test_search_on_cuda_resumes_on_cpu(tmp_path, algo: str, space: str) -> None:
-    from dfnas.data import load_source
+    from dfnas.data.sources import load_source
     from dfnas.strategies.common import Hook
 
     class Crash(Exception):
@@ -112,7 +113,7 @@ def test_search_on_cuda_resumes_on_cpu(tmp_path, algo: str, space: str) -> None:
 
 
 def test_dfnas_run_on_cuda_end_to_end(tmp_path) -> None:
-    from dfnas.pipeline import run_pipeline
+    from dfnas.pipeline.run import run_pipeline
 
     out = tmp_path / "run"
     summary = run_pipeline(from_dict(RunConfig, TINY_RUN), out, progress=False, command="pytest cuda run")

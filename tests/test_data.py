@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from dfnas.cli import main
-from dfnas.data import (
+from dfnas.data.sources import (
     CLUTTER_SIZE,
     _paste_max,
     load_source,
@@ -20,10 +20,10 @@ from dfnas.data import (
     mnist_spec,
     mnist_split,
 )
+from dfnas.data.spec import InputSpec
 from dfnas.errors import DfnasError
 from dfnas.teachers import load_teacher
 from dfnas.teachers.mnist_cnn import build
-from dfnas.teachers.spec import InputSpec
 
 
 def test_paste_max_matches_a_per_image_loop():
@@ -109,7 +109,7 @@ def _write_cifar_batches(root, n: int = 12, seed: int = 0):
 
 
 def test_cifar10_folder_reads_the_standard_format(tmp_path):
-    from dfnas.data import load_source
+    from dfnas.data.sources import load_source
 
     want = _write_cifar_batches(tmp_path / "cifar-10-batches-py")
     train = load_source(f"cifar10:{tmp_path / 'cifar-10-batches-py'}", split="train")
@@ -125,7 +125,7 @@ def test_cifar10_folder_refuses_what_is_not_one(tmp_path):
     import os
     import pickle
 
-    from dfnas.data import load_source
+    from dfnas.data.sources import load_source
     from dfnas.errors import DfnasError
 
     with pytest.raises(DfnasError, match="CIFAR-10 folder not found"):

@@ -19,7 +19,7 @@ import torch
 from dfnas.cli import main
 from dfnas.config import RunConfig, from_dict, load_yaml
 from dfnas.errors import DfnasError
-from dfnas.pipeline import DEMO, STAGES, default_test_data, resolve, run_pipeline, validate
+from dfnas.pipeline.run import DEMO, STAGES, default_test_data, resolve, run_pipeline, validate
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PAPER = ("darts-cifar10.yaml", "spos-imagenet.yaml", "proxyless-imagenet.yaml")
@@ -57,13 +57,13 @@ def forbid_stages(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
     """Make the named stages' underlying work functions fail if they are called at all."""
     import dfnas.strategies.runner
     import dfnas.synth
-    import dfnas.train
+    import dfnas.training.train
 
     def boom(*a: object, **k: object) -> None:
         raise AssertionError("a finished stage ran again")
 
     targets = {"synth": (dfnas.synth, "synthesize"), "search": (dfnas.strategies.runner, "run_search"),
-               "train": (dfnas.train, "train_arch")}
+               "train": (dfnas.training.train, "train_arch")}
     for n in names:
         monkeypatch.setattr(*targets[n], boom)
 
@@ -187,12 +187,12 @@ def test_bundled_teachers_default_to_their_own_test_split() -> None:
 
 def test_paper_scale_supernets_take_one_step() -> None:
     """Build each paper recipe's supernet from its YAML and run one search step on random input."""
-    from dfnas.data import Source
+    from dfnas.data.sources import Source
+    from dfnas.data.spec import InputSpec
     from dfnas.spaces import create_space
     from dfnas.strategies import create_strategy
     from dfnas.strategies.common import SearchContext
-    from dfnas.strategies.data import SearchData
-    from dfnas.teachers.spec import InputSpec
+    from dfnas.strategies.search_data import SearchData
 
     t0 = time.perf_counter()
     for name in PAPER:

@@ -6,14 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from dfnas.profile import (
+from dfnas.spaces import LayerChoice
+from dfnas.spaces.profile import (
     build_cost_tables,
     count_flops,
     count_params,
     flops_of_arch,
     measure_latency_table,
 )
-from dfnas.spaces import LayerChoice
 
 
 @pytest.mark.parametrize("layer, shape, flops, params", [

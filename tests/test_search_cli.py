@@ -19,7 +19,7 @@ def search(*args: str) -> int:
 
 
 def test_search_writes_outputs_and_rerun_resumes(tmp_path, capsys) -> None:
-    from dfnas.arch import load_arch
+    from dfnas.spaces.arch import load_arch
 
     out = tmp_path / "run"
     cmd = ["--algo", "darts", "--space", "nb201", "--data", "mnist", "--out", str(out), *TINY]
@@ -116,7 +116,7 @@ class RecordingTeacher(torch.nn.Module):
 
 
 def _mnist_subset(n: int = 64, synthetic: bool = False):
-    from dfnas.data import load_source
+    from dfnas.data.sources import load_source
 
     src = load_source("mnist")
     src.x, src.y = src.x[:n], src.y[:n]
@@ -128,9 +128,9 @@ def _mnist_subset(n: int = 64, synthetic: bool = False):
 @pytest.mark.parametrize("synthetic", [False, True])
 def test_online_teacher_targets_are_its_logits_on_the_same_view(synthetic: bool) -> None:
     from dfnas.config import SearchConfig
-    from dfnas.losses import kd_loss
     from dfnas.strategies.common import search_loss
-    from dfnas.strategies.data import SearchData
+    from dfnas.strategies.search_data import SearchData
+    from dfnas.training.losses import kd_loss
 
     cfg = SearchConfig(batch_size=8, seed=3)
     src = _mnist_subset(synthetic=synthetic)
@@ -157,10 +157,10 @@ def test_online_teacher_targets_are_its_logits_on_the_same_view(synthetic: bool)
 
 
 def test_online_teacher_is_fed_its_own_normalisation() -> None:
-    from dfnas.data import mnist_spec
+    from dfnas.data.sources import mnist_spec
+    from dfnas.data.spec import InputSpec
     from dfnas.teachers import Teacher
     from dfnas.teachers.online import OnlineTeacher
-    from dfnas.teachers.spec import InputSpec
 
     t_spec = InputSpec(1, 28, 28, 10, mean=[127.5], std=[50.0], pixel_range=(0, 255), allow_flip=False)
     rec = RecordingTeacher()
@@ -226,7 +226,7 @@ def test_teacher_that_does_not_fit_the_data_exit_2(tmp_path, capsys, user_teache
 def test_zero_limit_scores_the_whole_val_split_despite_the_epoch_cap() -> None:
     """`val_batches: 0` means the whole val split, also when max_steps_per_epoch caps training epochs."""
     from dfnas.config import SearchConfig
-    from dfnas.strategies.data import SearchData
+    from dfnas.strategies.search_data import SearchData
 
     src = _mnist_subset(synthetic=False)
     data = SearchData(src, SearchConfig(batch_size=4, seed=0, max_steps_per_epoch=1))
@@ -242,7 +242,7 @@ def test_resumed_search_counts_the_seconds_of_earlier_calls(tmp_path) -> None:
 
     from dfnas.config import SearchConfig
     from dfnas.strategies.common import SearchContext
-    from dfnas.strategies.data import SearchData
+    from dfnas.strategies.search_data import SearchData
 
     cfg = SearchConfig(batch_size=4, seed=0)
     data = SearchData(_mnist_subset(synthetic=False), cfg)

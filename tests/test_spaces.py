@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from dfnas.errors import DfnasError
-from dfnas.profile import count_flops, count_params, flops_of_arch, params_of_arch
 from dfnas.spaces import (
     InputChoice,
     LayerChoice,
@@ -24,6 +23,7 @@ from dfnas.spaces import (
 from dfnas.spaces.darts import DARTS_OPS, derive_darts_arch, genotype_string
 from dfnas.spaces.nb201 import NB201_OPS, derive_nb201_arch, from_nb201_string, to_nb201_string
 from dfnas.spaces.ops import Unused
+from dfnas.spaces.profile import count_flops, count_params, flops_of_arch, params_of_arch
 
 SMALL = {
     "darts": {"channels": 4, "layers": 3},

@@ -16,16 +16,16 @@ import torch
 from torch import nn
 
 from dfnas.config import SearchConfig, from_dict
-from dfnas.data import Source
+from dfnas.data.sources import Source
+from dfnas.data.spec import InputSpec
 from dfnas.spaces.base import InputChoice, LayerChoice, apply_arch, sample_arch
 from dfnas.strategies import create_strategy
 from dfnas.strategies.common import Hook, SearchContext, recalibrate_bn, search_loss
 from dfnas.strategies.costs import flops_cost_model
 from dfnas.strategies.darts import derive_arch
-from dfnas.strategies.data import SearchData
 from dfnas.strategies.evolution import Evolution
 from dfnas.strategies.runner import run_search
-from dfnas.teachers.spec import InputSpec
+from dfnas.strategies.search_data import SearchData
 
 
 class Zero(nn.Module):

@@ -15,11 +15,12 @@ import pytest
 import torch
 
 from dfnas.cli import main
-from dfnas.data import SyntheticDataset, load_source
+from dfnas.data.sources import SyntheticDataset, load_source
+from dfnas.data.synthetic import read_dataset
 from dfnas.errors import DfnasError
 from dfnas.synth import synthesize
 from dfnas.synth.engine import Inverter
-from dfnas.synth.writer import export_imagefolder, read_dataset
+from dfnas.synth.writer import export_imagefolder
 from dfnas.teachers import load_teacher
 
 
@@ -82,7 +83,7 @@ def test_user_teacher_run(tmp_path, tiny_cfg, user_teacher, kind):
     # a 20 px canvas (1.25 x 16), stored at the input size so every trainer can use it, with
     # the teacher's logits on exactly the stored images
     assert data["images"].shape == (24, 3, 16, 16)
-    from dfnas.data import load_source
+    from dfnas.data.sources import load_source
     from dfnas.teachers.online import OnlineTeacher
 
     src = load_source(str(tmp_path / "u"))

@@ -6,12 +6,13 @@ import torch
 from torch import nn
 
 from dfnas.config import SynthConfig
-from dfnas.synth.bn_hooks import FeatureProbe, Taps, bn_losses, bn_reference
+from dfnas.data.transforms import random_affine
+from dfnas.synth.bn_stats import bn_losses, bn_reference
 from dfnas.synth.engine import Inverter, lr_at, phases
 from dfnas.synth.losses import l2_prior, task_loss_per_image, tv_l1, tv_l2
 from dfnas.synth.regional import box_mask, crop_resize, sample_boxes
 from dfnas.teachers import load_teacher
-from dfnas.transforms import random_affine
+from dfnas.teachers.probe import FeatureProbe, Taps
 
 
 def _net() -> nn.Module:
@@ -180,7 +181,7 @@ def test_probe_hooks_record_only_their_own_calls():
 
 def test_fused_eval_bn_matches_module_and_has_exact_gradient():
     """The probe's fused BN: same output as the module, gradcheck-exact for output and stats."""
-    from dfnas.synth.bn_hooks import _EvalBNWithStats
+    from dfnas.teachers.probe import _EvalBNWithStats
 
     net = _net().double()
     x = torch.randn(4, 2, 5, 5, dtype=torch.float64)
@@ -195,7 +196,7 @@ def test_fused_eval_bn_matches_module_and_has_exact_gradient():
 
 
 def test_batch_stats_gradient_matches_autograd_var_mean():
-    from dfnas.synth.bn_hooks import _batch_stats, _BatchStats
+    from dfnas.teachers.probe import _batch_stats, _BatchStats
 
     x = torch.randn(5, 3, 4, 6, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(_BatchStats.apply, (x,))
@@ -205,7 +206,7 @@ def test_batch_stats_gradient_matches_autograd_var_mean():
 
 
 def test_moments_match_var_mean_in_every_layout():
-    from dfnas.synth.bn_hooks import _moments
+    from dfnas.teachers.probe import _moments
 
     x = torch.randn(7, 5, 6, 4) * 3 + 2
     var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)

@@ -15,12 +15,13 @@ import pytest
 import torch
 from torch import nn
 
+from dfnas.data.spec import InputSpec
+from dfnas.data.synthetic import read_dataset
 from dfnas.synth import synthesize
-from dfnas.synth.bn_hooks import FeatureProbe, bn_losses, bn_reference, reference_input
+from dfnas.synth.bn_stats import bn_losses, bn_reference
 from dfnas.synth.engine import Inverter
-from dfnas.synth.writer import read_dataset
 from dfnas.teachers import Teacher, load_teacher
-from dfnas.teachers.spec import InputSpec
+from dfnas.teachers.probe import FeatureProbe, reference_input
 
 
 class RawPixels(nn.Module):

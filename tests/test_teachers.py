@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-from dfnas.data import mnist_split
+from dfnas.data.sources import mnist_split
+from dfnas.data.spec import InputSpec
 from dfnas.errors import DfnasError
 from dfnas.teachers import bn_layers, load_teacher, validate_teacher
-from dfnas.teachers.spec import InputSpec
 
 
 def test_bundled_teacher_is_accurate_on_the_real_test_split():

@@ -11,16 +11,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dfnas.arch import ArchRecord, save_arch
 from dfnas.cli import main
 from dfnas.config import TrainConfig
-from dfnas.data import Source, mnist_spec
+from dfnas.data.sources import Source, mnist_spec
+from dfnas.data.spec import InputSpec
 from dfnas.errors import DfnasError
-from dfnas.export import export_model
-from dfnas.losses import kd_loss
 from dfnas.spaces import create_space, sample_arch
-from dfnas.teachers.spec import InputSpec
-from dfnas.train import lr_factor, train_arch
+from dfnas.spaces.arch import ArchRecord, save_arch
+from dfnas.training.export import export_model
+from dfnas.training.losses import kd_loss
+from dfnas.training.train import lr_factor, train_arch
 
 CFG = {"channels": 4}
 
@@ -94,7 +94,7 @@ def test_export_matches_outputs(space: str, tmp_path: Path) -> None:
     rec = save_arch(tmp_path / "arch.json", space, 1, cfg, sample_arch(net, random.Random(2)))
     from safetensors.torch import save_file
 
-    from dfnas.arch import build_network
+    from dfnas.spaces.arch import build_network
 
     torch.manual_seed(0)
     fixed = build_network(rec)
@@ -170,7 +170,7 @@ def test_warmup_longer_than_training_is_refused():
 
 def test_evaluate_runs_without_autograd() -> None:
     """Test-set evaluation builds no graph (inference mode): memory and speed on big test sets."""
-    from dfnas.train import evaluate
+    from dfnas.training.train import evaluate
 
     seen: list[bool] = []
 

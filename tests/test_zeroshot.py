@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from dfnas.arch import build_network, make_record
 from dfnas.errors import DfnasError
-from dfnas.profile import count_flops
 from dfnas.spaces import input_shape_of, resolve_space_cfg, space_class
+from dfnas.spaces.arch import build_network, make_record
+from dfnas.spaces.profile import count_flops
 from dfnas.strategies.zeroshot import (
     PROXIES,
     _naswot_logdet,
@@ -185,9 +185,9 @@ def test_search_darts(proxy: str) -> None:
 def test_budget_below_uniform_samples_is_reached_by_shrinking() -> None:
     """Uniform samples of the proxyless space are far above its all-cheapest architecture;
     the search still returns candidates under a budget close to that minimum."""
-    from dfnas.profile import build_cost_tables
     from dfnas.spaces import create_space, input_shape_of, resolve_space_cfg
     from dfnas.spaces.base import search_space_of
+    from dfnas.spaces.profile import build_cost_tables
 
     cfg = resolve_space_cfg("proxyless", PROXYLESS_CFG)
     net = create_space("proxyless", **cfg)

@@ -20,8 +20,8 @@ COMMAND_MODULES = [
     "dfnas.teachers.cli",
     "dfnas.synth.cli",
     "dfnas.strategies.cli",
-    "dfnas.train_cli",
-    "dfnas.pipeline_cli",
+    "dfnas.training.cli",
+    "dfnas.pipeline.cli",
     "dfnas.bench.cli",
 ]
 

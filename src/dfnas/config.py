@@ -425,7 +425,7 @@ class ExportConfig:
 
 @dataclasses.dataclass
 class RunConfig:
-    """`dfnas run`: every stage's settings in one file; see dfnas.pipeline."""
+    """`dfnas run`: every stage's settings in one file; see dfnas.pipeline.run."""
 
     teacher: TeacherRefConfig = dataclasses.field(default_factory=TeacherRefConfig)
     synth: SynthConfig = dataclasses.field(default_factory=SynthConfig)

@@ -37,7 +37,7 @@ import torch
 from dfnas import __version__
 from dfnas.bench.config import QUICK, SOURCES, BenchConfig, draw_suffix
 from dfnas.config import SearchConfig, apply_overrides, dump_yaml, from_dict, neutral_dict, to_dict
-from dfnas.data import Source, load_source
+from dfnas.data.sources import Source, load_source
 from dfnas.errors import DfnasError
 from dfnas.io import atomic_write_json, atomic_write_text, derive_seed, read_json
 
@@ -237,10 +237,10 @@ def planned_jobs(cfg: BenchConfig) -> dict[str, int]:
 
 
 def _teacher_job(b: Bench) -> dict[str, Any]:
-    from dfnas.profile import profile
+    from dfnas.spaces.profile import profile
     from dfnas.teachers import validate_teacher
     from dfnas.teachers.online import OnlineTeacher, check_teacher_fits
-    from dfnas.train import evaluate
+    from dfnas.training.train import evaluate
 
     t = b.teacher
     validate_teacher(t, need_bn=b.cfg.synth.bn_weight > 0)
@@ -347,9 +347,9 @@ def _finite(x: float) -> float | None:
 
 
 def _final_job(b: Bench, name: str, arch: dict[str, Any]) -> dict[str, Any]:
-    from dfnas.arch import make_record
     from dfnas.spaces import space_class
-    from dfnas.train import train_arch
+    from dfnas.spaces.arch import make_record
+    from dfnas.training.train import train_arch
 
     rec = make_record(arch["space"], space_class(arch["space"]).version, arch["space_cfg"], arch["choices"], {})
     m = train_arch(rec, b.source("final"), b.source("test"), seeds=b.cfg.seeds, out=b.out / "final" / name,

@@ -21,12 +21,12 @@ import torch
 from scipy.stats import kendalltau
 
 from dfnas.config import SearchConfig
-from dfnas.data import Source
+from dfnas.data.sources import Source
 from dfnas.io import derive_seed
 from dfnas.spaces.base import Arch, sample_arch
 from dfnas.strategies.common import SearchContext
-from dfnas.strategies.data import SearchData
 from dfnas.strategies.runner import build_supernet
+from dfnas.strategies.search_data import SearchData
 from dfnas.strategies.spos import SposStrategy, candidate_score
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from dfnas.bench.config import draw_suffix
 from dfnas.io import atomic_save, atomic_write_text
-from dfnas.pipeline_report import Doc, mflops, pct
+from dfnas.report.doc import Doc, mflops, pct
 
 SOURCE_LABEL = {"real": "real data", "synthetic": "dfnas synthetic", "plain": "plain inversion",
                 "noise": "teacher-labelled noise"}

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from dfnas.config import SynthConfig
-from dfnas.data import Source
+from dfnas.data.sources import Source
 from dfnas.errors import DfnasError
 from dfnas.io import derive_seed
 from dfnas.teachers import Teacher
@@ -57,7 +57,7 @@ def noise_source(teacher: Teacher, n_per_class: int, seed: int, batch_size: int 
 
 
 def synthetic_source(path: Path, name: str) -> Source:
-    from dfnas.data import load_source
+    from dfnas.data.sources import load_source
 
     src = load_source(str(path))
     # identity by content, not by path: the same bench folder may be reached by another path

@@ -61,7 +61,7 @@ def resolve_config(args: argparse.Namespace) -> SearchConfig:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from dfnas.data import load_source
+    from dfnas.data.sources import load_source
     from dfnas.spaces import list_spaces
     from dfnas.strategies import COMPATIBLE_SPACES
     from dfnas.strategies.runner import check_config, run_search

@@ -25,9 +25,9 @@ from torch import nn
 from dfnas.config import SearchConfig
 from dfnas.errors import DfnasError
 from dfnas.io import atomic_save
-from dfnas.losses import kd_loss
 from dfnas.spaces.base import Arch, InputChoice, LayerChoice
-from dfnas.strategies.data import SearchData
+from dfnas.strategies.search_data import SearchData
+from dfnas.training.losses import kd_loss
 
 # ----------------------------------------------------------------------------- loss
 

@@ -67,7 +67,7 @@ def probe(model: nn.Module, input_shape: tuple[int, ...], device: torch.device |
 
 
 class CostModel:
-    """Cost of architectures from a `dfnas.profile.CostTable` (exact, gated DARTS edges included).
+    """Cost of architectures from a `dfnas.spaces.profile.CostTable` (exact, gated DARTS edges included).
 
     `of(arch)` in `unit` (MFLOPs or ms); `expected(probs)` is the differentiable expected
     cost under independent per-choice distributions (ungated: for chain spaces).
@@ -99,7 +99,7 @@ def layer_names(model: nn.Module) -> dict[str, list[str]]:
 
 def flops_cost_model(model: nn.Module, input_shape: tuple[int, ...]) -> CostModel:
     """MFLOPs (multiply-adds) per architecture, from the profile module's per-candidate table."""
-    from dfnas.profile import build_cost_tables
+    from dfnas.spaces.profile import build_cost_tables
 
     return CostModel(build_cost_tables(model, tuple(input_shape[-3:]))[0], layer_names(model), 1e-6, "MFLOPs")
 
@@ -107,7 +107,7 @@ def flops_cost_model(model: nn.Module, input_shape: tuple[int, ...]) -> CostMode
 def latency_cost_model(model: nn.Module, input_shape: tuple[int, ...], device: torch.device | str,
                        repeats: int, cache: Path | None) -> CostModel:
     """Milliseconds (batch 1, median) measured on this machine; cached in `cache` (ProxylessNAS LUT)."""
-    from dfnas.profile import measure_latency_table
+    from dfnas.spaces.profile import measure_latency_table
 
     table = measure_latency_table(model, tuple(input_shape[-3:]), device, repeats=repeats, cache=cache)
     return CostModel(table, layer_names(model), 1.0, "ms")

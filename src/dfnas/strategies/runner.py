@@ -4,8 +4,8 @@
     DIR/config.yaml   the resolved SearchConfig
     DIR/checkpoint.pt the last completed epoch / generation / sample (atomic)
     DIR/search.log    JSON lines: epochs, generations, start/end
-    DIR/arch.json     the result (dfnas.arch format + algo, metrics, seed, data identity)
-    DIR/arch.png      drawing of the architecture (when dfnas.draw is available)
+    DIR/arch.json     the result (dfnas.spaces.arch format + algo, metrics, seed, data identity)
+    DIR/arch.png      drawing of the architecture (when dfnas.report.draw is available)
     DIR/alphas.png    DARTS / ProxylessNAS: architecture weights over epochs
 
 Kill the process at any moment and rerun the same command: it continues from the last
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from dfnas.config import SearchConfig, dump_yaml, result_keys, to_dict
-from dfnas.data import Source
+from dfnas.data.sources import Source
 from dfnas.errors import DfnasError
 from dfnas.io import (
     atomic_save,
@@ -40,7 +40,7 @@ from dfnas.io import (
 from dfnas.spaces.base import fix, validate_arch
 from dfnas.strategies import COMPATIBLE_SPACES, SearchResult, create_strategy
 from dfnas.strategies.common import Hook, SearchContext, set_mixers
-from dfnas.strategies.data import SearchData
+from dfnas.strategies.search_data import SearchData
 from dfnas.teachers import Teacher
 from dfnas.teachers.online import OnlineTeacher, check_teacher_fits
 
@@ -163,11 +163,11 @@ def plot_history(result: SearchResult, path: Path, title: str) -> None:
 
 
 def _draw(space: str, choices: dict[str, Any], path: Path, title: str) -> str | None:
-    """The architecture drawing from dfnas.draw; a warning string if it is absent or fails."""
+    """The architecture drawing from dfnas.report.draw; a warning string if it is absent or fails."""
     try:
-        from dfnas.draw import draw_arch
+        from dfnas.report.draw import draw_arch
     except ImportError:
-        return "dfnas.draw not available"
+        return "dfnas.report.draw not available"
     try:
         draw_arch(space, choices, path, title)
     except Exception as e:  # noqa: BLE001 - a drawing must never lose a finished search
@@ -267,23 +267,23 @@ def run_search(cfg: SearchConfig, source: Source, out: str | Path | None, *, hoo
 
 def _write_arch(out: Path | None, cfg: SearchConfig, supernet: nn.Module, space_cfg: dict[str, Any] | None,
                 result: SearchResult, extra: dict[str, Any], shape: tuple[int, int, int]) -> dict[str, Any]:
-    from dfnas.arch import make_record, save_arch
     from dfnas.spaces import list_spaces
+    from dfnas.spaces.arch import make_record, save_arch
 
     version = getattr(supernet, "space_version", None)
     if version is not None and cfg.space in list_spaces() and space_cfg is not None:
         if out is not None:
             rec = save_arch(out / "arch.json", cfg.space, version, space_cfg, result.arch, extra)
         else:
-            from dfnas.arch import build_network
-            from dfnas.profile import profile
+            from dfnas.spaces.arch import build_network
+            from dfnas.spaces.profile import profile
 
             rec = make_record(cfg.space, version, space_cfg, result.arch, extra)
             p = profile(build_network(rec), rec.input_shape)
             rec.extra.update(flops=p["flops"], params=p["params"])
         return {**rec.to_dict(), "_record": rec}
     # a custom supernet: same format, counted on a fixed copy
-    from dfnas.profile import profile
+    from dfnas.spaces.profile import profile
 
     d = {"format": "dfnas-arch", "format_version": 1, "space": cfg.space, "space_version": version or 0,
          "space_cfg": space_cfg or {}, "choices": result.arch, **extra}

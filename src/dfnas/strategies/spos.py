@@ -31,8 +31,8 @@ from dfnas.strategies.common import (
     weight_optimizer,
 )
 from dfnas.strategies.costs import CostModel, flops_cost_model
-from dfnas.strategies.data import SearchData
 from dfnas.strategies.evolution import Evolution
+from dfnas.strategies.search_data import SearchData
 
 
 class SposStrategy(Strategy):

@@ -37,11 +37,11 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from tqdm.auto import tqdm
 
-from dfnas.arch import build_network, make_record
 from dfnas.errors import DfnasError
-from dfnas.profile import build_cost_tables
 from dfnas.spaces import create_space, input_shape_of, resolve_space_cfg, sample_arch, space_class
+from dfnas.spaces.arch import build_network, make_record
 from dfnas.spaces.base import arch_valid, search_space_of
+from dfnas.spaces.profile import build_cost_tables
 
 _RELUS = (nn.ReLU, nn.ReLU6)
 

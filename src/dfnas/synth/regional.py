@@ -5,7 +5,7 @@ image towards the target at a different scale and position (more objects/parts p
 more varied images). Crop, resize, flip and the low-resolution phase are one `grid_sample`
 per batch: the sampling grid maps output pixel centres onto pixel centres of the box, so
 bilinear interpolation never reads (or sends gradient to) a pixel outside it.
-The optional zoom and turn of a view (`dfnas.transforms.random_affine`) is a second
+The optional zoom and turn of a view (`dfnas.data.transforms.random_affine`) is a second
 `grid_sample` on the view, not folded into the crop: a zoomed-out view is padded with the
 darkest pixel value, so pixels outside the box still get no gradient.
 """

@@ -9,8 +9,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from dfnas.synth.bn_hooks import FeatureProbe, bn_losses, bn_reference, reference_input
-from dfnas.teachers.spec import InputSpec
+from dfnas.data.spec import InputSpec
+from dfnas.synth.bn_stats import bn_losses, bn_reference
+from dfnas.teachers.probe import FeatureProbe, reference_input
 
 
 @torch.inference_mode()

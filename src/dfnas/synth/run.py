@@ -25,14 +25,15 @@ from tqdm import tqdm
 
 from dfnas import __version__
 from dfnas.config import SynthConfig, dump_yaml, result_keys, to_dict
+from dfnas.data.synthetic import read_dataset
 from dfnas.errors import DfnasError
 from dfnas.io import atomic_write_json, atomic_write_text, derive_seed, tune_cpu_allocator
-from dfnas.synth.bn_hooks import FeatureProbe
 from dfnas.synth.engine import Inverter, quantize
 from dfnas.synth.report import format_report, quality_report
-from dfnas.synth.writer import DatasetWriter, read_dataset, save_grid
+from dfnas.synth.writer import DatasetWriter, save_grid
 from dfnas.teachers import Teacher, validate_teacher
 from dfnas.teachers.inputs import input_report
+from dfnas.teachers.probe import FeatureProbe
 
 # Bumped when the same config makes other images: 2 = loss terms free of the teacher's units
 # (docs/synth-units.md). A set begun by an older dfnas is then refused instead of resumed with

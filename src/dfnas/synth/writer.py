@@ -18,7 +18,6 @@ that is ours.
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import time
 from pathlib import Path
@@ -28,12 +27,9 @@ import numpy as np
 import torch
 
 from dfnas import __version__
+from dfnas.data.synthetic import FORMAT, FORMAT_VERSION, SHARD_KEYS, load_manifest, read_dataset
 from dfnas.errors import DfnasError
 from dfnas.io import atomic_save, atomic_write_json, clean_temp_files, sha256_file
-
-FORMAT = "dfnas-synthetic"
-FORMAT_VERSION = 1
-SHARD_KEYS = ("images", "logits", "labels", "rounds", "slots")
 
 
 def shard_name(round_: int, batch: int) -> str:
@@ -138,46 +134,6 @@ class DatasetWriter:
         self.manifest["status"] = "complete"
         self.manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self.save_manifest()
-
-
-# ---------------------------------------------------------------------- reading
-def load_manifest(root: Path, fix: str) -> dict[str, Any]:
-    """The manifest of a dfnas synthetic set; one-line errors for a corrupt or foreign one."""
-    mpath = root / "manifest.json"
-    try:
-        manifest = json.loads(mpath.read_text())
-    except json.JSONDecodeError as e:
-        raise DfnasError(f"{mpath} is corrupted ({e.msg}); {fix}") from e
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        found = manifest.get("format") if isinstance(manifest, dict) else None
-        raise DfnasError(f"{root} is not a dfnas synthetic set (format {found!r}); {fix}")
-    return manifest
-
-
-def read_dataset(root: str | Path, verify: bool = True) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Manifest and all shard tensors concatenated in (round, batch) order."""
-    from safetensors.torch import load_file
-
-    root = Path(root)
-    if not (root / "manifest.json").is_file():
-        raise DfnasError(f"{root} is not a dfnas synthetic set (no manifest.json); run `dfnas synth` first")
-    manifest = load_manifest(root, fix="regenerate the set")
-    if manifest.get("status") != "complete":
-        raise DfnasError(f"synthetic set {root} is not finished; rerun the same `dfnas synth` command to complete it")
-    shards = sorted(manifest["shards"].values(), key=lambda r: (r["round"], r["batch"]))
-    if not shards:
-        raise DfnasError(f"synthetic set {root} is empty")
-    parts: dict[str, list[torch.Tensor]] = {k: [] for k in SHARD_KEYS}
-    for rec in shards:
-        path = root / rec["file"]
-        if not path.is_file():
-            raise DfnasError(f"synthetic set {root} lacks shard {rec['file']}; regenerate the set")
-        if verify and sha256_file(path) != rec["sha256"]:
-            raise DfnasError(f"shard {rec['file']} of {root} is corrupted (checksum mismatch); regenerate the set")
-        t = load_file(str(path))
-        for k in SHARD_KEYS:
-            parts[k].append(t[k])
-    return manifest, {k: torch.cat(v) for k, v in parts.items()}
 
 
 # ---------------------------------------------------------------------- previews / export

@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from dfnas.data.spec import InputSpec
 from dfnas.errors import DfnasError
 from dfnas.io import sha256_file, sha256_tensors
-from dfnas.teachers.spec import InputSpec
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
 BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)

@@ -8,7 +8,7 @@ import json
 import torch
 
 from dfnas.config import TeacherTrainConfig, apply_overrides, from_dict, to_dict
-from dfnas.data import task_names
+from dfnas.data.sources import task_names
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -64,7 +64,7 @@ def _info(args: argparse.Namespace) -> int:
     n_bn = validate_teacher(t, need_bn=False)
     x = y = name = None
     if args.data is not None:
-        from dfnas.data import load_source
+        from dfnas.data.sources import load_source
 
         src = load_source(args.data, t.spec)
         idx = torch.randperm(len(src), generator=torch.Generator().manual_seed(0))[:256]

@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from dfnas.synth.bn_hooks import FeatureProbe, reference_input
 from dfnas.teachers import Teacher
+from dfnas.teachers.probe import FeatureProbe, reference_input
 
 # A units mistake moves the ratio by a large factor: 56-69x for a [0, 1] ResNet-20 given a raw
 # 0-255 spec, 1/9.6x (0.104) for MNIST given its mean/std in 0-255 units on a [0, 1] range. Correct

@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dfnas.data.spec import InputSpec
 from dfnas.errors import DfnasError
 from dfnas.teachers import BUNDLED, Teacher, load_teacher, validate_teacher
-from dfnas.teachers.spec import InputSpec
 
 
 def check_teacher_fits(teacher: Teacher, spec: InputSpec, what: str = "data") -> None:

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dfnas.data import cifar10_spec
+from dfnas.data.sources import cifar10_spec
 
 # the spec the original training used: RGB in [0, 1], normalised with the ImageNet constants
 CIFAR10_SPEC = cifar10_spec().to_dict()
@@ -84,10 +84,10 @@ def resnet56(num_classes: int = 10) -> CifarResNet:
 def _convert(args: argparse.Namespace) -> None:
     from safetensors.torch import save_file
 
-    from dfnas.data import load_source
+    from dfnas.data.sources import load_source
+    from dfnas.data.spec import InputSpec
     from dfnas.io import atomic_write_json, sha256_tensors
     from dfnas.teachers import _apply_weights, load_state_dict_file
-    from dfnas.teachers.spec import InputSpec
 
     model = build(args.depth)
     _apply_weights(model, load_state_dict_file(args.checkpoint), args.checkpoint)

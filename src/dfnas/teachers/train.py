@@ -20,10 +20,10 @@ from tqdm import tqdm
 
 from dfnas import __version__
 from dfnas.config import TeacherTrainConfig, to_dict
-from dfnas.data import TASKS
+from dfnas.data.sources import TASKS
+from dfnas.data.transforms import augment
 from dfnas.io import atomic_save, atomic_write_json, sha256_tensors
 from dfnas.teachers.mnist_cnn import MnistCNN
-from dfnas.transforms import augment
 
 
 @torch.inference_mode()

@@ -68,9 +68,9 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from dfnas.arch import load_arch
-    from dfnas.data import TASKS, load_source
-    from dfnas.train import train_arch
+    from dfnas.data.sources import TASKS, load_source
+    from dfnas.spaces.arch import load_arch
+    from dfnas.training.train import train_arch
 
     cfg = train_config_from_args(args)
     seeds = _parse_seeds(args.seeds)
@@ -95,7 +95,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from dfnas.export import export_model
+    from dfnas.training.export import export_model
 
     res = export_model(args.arch, args.weights, args.format, args.out, check=not args.no_check)
     print(json.dumps(res))

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from dfnas.arch import ArchRecord, build_network, load_arch
 from dfnas.errors import DfnasError
 from dfnas.io import atomic_save
+from dfnas.spaces.arch import ArchRecord, build_network, load_arch
 
 FORMATS = ("onnx", "torchscript")
 

@@ -74,8 +74,8 @@ def resolve(cfg: RunConfig) -> RunConfig:
 
 def validate(cfg: RunConfig) -> None:
     """Everything checkable without loading anything heavy; one-line errors naming the key."""
-    from dfnas.export import FORMATS
     from dfnas.strategies.runner import validate_search
+    from dfnas.training.export import FORMATS
 
     validate_search(cfg.search, "search")
     cfg.synth.validate(1)
@@ -175,7 +175,7 @@ class RunState:
     _synth_source: Any = None
 
     def test_source(self) -> Any:
-        from dfnas.data import load_source
+        from dfnas.data.sources import load_source
 
         if self.test_ref is None:
             return None
@@ -184,7 +184,7 @@ class RunState:
         return self._test_source
 
     def synth_source(self) -> Any:
-        from dfnas.data import load_source
+        from dfnas.data.sources import load_source
 
         if self._synth_source is None:
             self._synth_source = load_source(str(self.out / "synth"))
@@ -193,9 +193,9 @@ class RunState:
 
 def stage_teacher(st: RunState) -> dict[str, Any]:
     """Teacher accuracy on the real test data (when there is some) and its size."""
-    from dfnas.profile import profile
+    from dfnas.spaces.profile import profile
     from dfnas.teachers import validate_teacher
-    from dfnas.train import evaluate
+    from dfnas.training.train import evaluate
 
     t = st.teacher
     n_bn = validate_teacher(t, need_bn=st.cfg.synth.bn_weight > 0)
@@ -229,8 +229,8 @@ def stage_search(st: RunState) -> dict[str, Any]:
 
 
 def stage_train(st: RunState) -> dict[str, Any]:
-    from dfnas.arch import load_arch
-    from dfnas.train import train_arch
+    from dfnas.spaces.arch import load_arch
+    from dfnas.training.train import train_arch
 
     record = load_arch(st.out / "search" / "arch.json")
     teacher = st.teacher.module if st.cfg.train.online_teacher else None
@@ -249,7 +249,7 @@ def best_seed(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def stage_export(st: RunState) -> dict[str, Any]:
     """TorchScript always; ONNX when the onnx package is installed (else a note)."""
-    from dfnas.export import export_model
+    from dfnas.training.export import export_model
 
     train = json.loads((st.out / "train" / "metrics.json").read_text())
     seed = best_seed(train)
@@ -333,7 +333,7 @@ def run_pipeline(cfg: RunConfig, out: str | Path | None = None, force: bool = Fa
         if progress:
             print(f"[{len(STAGES) + 1}/{len(STAGES) + 1}] report ...", flush=True)
         t0 = time.perf_counter()
-        from dfnas.pipeline_report import summarize, write_report
+        from dfnas.pipeline.report import summarize, write_report
 
         summary = summarize(cfg, out, results)
         write_report(cfg, out, results, summary, command or _api_command(out))
@@ -345,4 +345,4 @@ def run_pipeline(cfg: RunConfig, out: str | Path | None = None, force: bool = Fa
 
 
 def _api_command(out: Path) -> str:
-    return f"python -c 'from dfnas.pipeline import *; run_pipeline(demo_config(), \"{out}\")'  # or a config of your own"
+    return f"python -c 'from dfnas.pipeline.run import *; run_pipeline(demo_config(), \"{out}\")'  # or a config of your own"

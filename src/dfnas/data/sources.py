@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dfnas.data.spec import InputSpec
+from dfnas.data.synthetic import SyntheticDataset
 from dfnas.io import sha256_file
-from dfnas.teachers.spec import InputSpec
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 MNIST_MEAN = 0.1307
@@ -131,39 +132,6 @@ def task_names() -> list[str]:
 
 
 # ----------------------------------------------------------------------------- synthetic sets
-class SyntheticDataset(torch.utils.data.Dataset):
-    """A `dfnas synth` output folder: (normalized float image, teacher logits, class).
-
-    Images are stored as uint8 in shards; the logits were recomputed by the teacher on
-    exactly these uint8 images. All shards are loaded into memory (uint8 is small).
-    Attributes: `images` (N,C,H,W) uint8, `logits` (N,K) float32, `labels` (N,) int64,
-    `rounds` (N,) int64, `spec`, `manifest`.
-    """
-
-    def __init__(self, root: str | Path, rounds: list[int] | None = None, verify: bool = True) -> None:
-        from dfnas.synth.writer import read_dataset
-
-        self.root = Path(root)
-        self.manifest, tensors = read_dataset(self.root, verify=verify)
-        self.spec = InputSpec.from_dict(self.manifest["spec"])
-        keep = torch.ones(len(tensors["labels"]), dtype=torch.bool)
-        if rounds is not None:
-            keep = torch.isin(tensors["rounds"], torch.tensor(rounds, dtype=torch.int64))
-        self.images = tensors["images"][keep]
-        self.logits = tensors["logits"][keep]
-        self.labels = tensors["labels"][keep]
-        self.rounds = tensors["rounds"][keep]
-        self._scale, self._shift = self.spec.affine()
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        x = self.images[i].float().div(255).unsqueeze(0) * self._scale + self._shift
-        return x[0], self.logits[i], int(self.labels[i])
-
-
-# ----------------------------------------------------------------------------- data sources
 @dataclasses.dataclass
 class Source:
     """One labelled image set, real or synthetic, in the form every trainer consumes.

@@ -79,7 +79,7 @@ def save_arch(path: str | Path, space_name: str, space_version: int, space_cfg: 
     """Validate and write arch.json atomically; adds `flops`/`params` unless given or `count=False`."""
     rec = make_record(space_name, space_version, space_cfg, choices, extra)
     if count and ("flops" not in rec.extra or "params" not in rec.extra):
-        from dfnas.profile import profile
+        from dfnas.spaces.profile import profile
 
         p = profile(build_network(rec), rec.input_shape)
         rec.extra.setdefault("flops", p["flops"])

@@ -26,15 +26,15 @@ from torch import nn
 from tqdm import tqdm
 
 from dfnas import __version__
-from dfnas.arch import ArchRecord, build_network, load_arch
 from dfnas.config import TrainConfig, result_keys, to_dict
-from dfnas.data import Source
+from dfnas.data.sources import Source
+from dfnas.data.transforms import augment
 from dfnas.errors import DfnasError
 from dfnas.io import atomic_save, atomic_write_json, derive_seed, sha256_tensors
-from dfnas.losses import kd_loss
-from dfnas.profile import profile
+from dfnas.spaces.arch import ArchRecord, build_network, load_arch
+from dfnas.spaces.profile import profile
 from dfnas.teachers.online import teacher_logits
-from dfnas.transforms import augment
+from dfnas.training.losses import kd_loss
 
 
 def check_compatible(record: ArchRecord, source: Source, what: str = "data") -> None:

@@ -9,143 +9,14 @@ Written atomically: a reader never sees half a report.
 
 from __future__ import annotations
 
-import base64
-import html
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 from dfnas.config import RunConfig, dump_yaml
-from dfnas.io import atomic_save, atomic_write_text
-
-# ----------------------------------------------------------------------------- formatting
-
-
-def pct(x: float | None) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}%"
-
-
-def mflops(x: float | None) -> str:
-    return "n/a" if x is None else f"{x / 1e6:.2f} MFLOPs"
-
-
-def kparams(x: float | None) -> str:
-    return "n/a" if x is None else f"{x / 1e3:.1f} k"
-
-
-def ratio(a: float | None, b: float | None) -> str:
-    return "n/a" if a is None or not b else f"{a / b:.2f}x"
-
-
-def _num(v: Any, digits: int = 3) -> str:
-    if isinstance(v, float):
-        return "nan" if math.isnan(v) else f"{v:.{digits}f}"
-    return str(v)
-
-
-# ----------------------------------------------------------------------------- document
-
-
-class Doc:
-    """Blocks rendered to Markdown and HTML alike."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.blocks: list[tuple[str, Any]] = []
-
-    def h(self, level: int, text: str) -> None:
-        self.blocks.append(("h", (level, text)))
-
-    def p(self, text: str) -> None:
-        self.blocks.append(("p", text))
-
-    def table(self, head: list[str], rows: list[list[Any]]) -> None:
-        self.blocks.append(("table", (head, [[str(c) for c in r] for r in rows])))
-
-    def img(self, rel: str, alt: str) -> None:
-        """An image from the output folder; a note instead when the file is missing."""
-        if (self.root / rel).is_file():
-            self.blocks.append(("img", (rel, alt)))
-        else:
-            self.p(f"({alt}: not available, {rel} is missing)")
-
-    def code(self, text: str, lang: str = "") -> None:
-        self.blocks.append(("code", (text, lang)))
-
-    def markdown(self) -> str:
-        out: list[str] = []
-        for kind, v in self.blocks:
-            if kind == "h":
-                out.append(f"{'#' * v[0]} {v[1]}")
-            elif kind == "p":
-                out.append(v)
-            elif kind == "table":
-                head, rows = v
-                out.append("| " + " | ".join(head) + " |")
-                out.append("|" + "---|" * len(head))
-                out += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
-            elif kind == "img":
-                out.append(f"![{v[1]}]({v[0]})")
-            elif kind == "code":
-                out.append(f"```{v[1]}\n{v[0].rstrip()}\n```")
-            out.append("")
-        return "\n".join(out)
-
-    def html(self, title: str) -> str:
-        e = html.escape
-        body: list[str] = []
-        for kind, v in self.blocks:
-            if kind == "h":
-                body.append(f"<h{v[0]}>{e(v[1])}</h{v[0]}>")
-            elif kind == "p":
-                body.append(f"<p>{e(v)}</p>")
-            elif kind == "table":
-                head, rows = v
-                th = "".join(f"<th>{e(c)}</th>" for c in head)
-                trs = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows)
-                body.append(f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>")
-            elif kind == "img":
-                data = base64.b64encode((self.root / v[0]).read_bytes()).decode()
-                body.append(f'<figure><img alt="{e(v[1])}" src="data:image/png;base64,{data}">'
-                            f"<figcaption>{e(v[1])} ({e(v[0])})</figcaption></figure>")
-            elif kind == "code":
-                body.append(f"<pre><code>{e(v[0].rstrip())}</code></pre>")
-        style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-                 "table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
-                 "text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}"
-                 "img{max-width:100%}pre{background:#f6f6f6;padding:0.8em;overflow-x:auto}"
-                 "figcaption{font-size:0.8em;color:#666}")
-        return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{e(title)}</title>"
-                f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
-
-
-# ----------------------------------------------------------------------------- plots
-
-
-def _plot(path: Path, series: list[tuple[str, str, list[float], list[float]]], title: str) -> bool:
-    """One panel per y-axis label; `series` = (panel, legend, xs, ys). False when empty."""
-    series = [s for s in series if s[2]]
-    if not series:
-        return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = list(dict.fromkeys(s[0] for s in series))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.0), squeeze=False)
-    for ax, panel in zip(axes[0], panels, strict=True):
-        for _, name, xs, ys in (s for s in series if s[0] == panel):
-            ax.plot(xs, ys, marker="o", ms=3, lw=1.3, label=name)
-        ax.set_title(panel, fontsize=9)
-        ax.tick_params(labelsize=7)
-        ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
-    plt.close(fig)
-    return True
+from dfnas.io import atomic_write_text
+from dfnas.report.doc import Doc, kparams, mflops, num, pct, ratio
+from dfnas.report.plots import line_panels
 
 
 def plot_search_curves(log: Path, path: Path, algo: str) -> bool:
@@ -174,7 +45,7 @@ def plot_search_curves(log: Path, path: Path, algo: str) -> bool:
             ys = [src[int(i)][k] for i in xs]
             panel = "loss" if "loss" in k else ("cost" if "cost" in k or "flops" in k else "score / accuracy")
             series.append((f"{panel} per {x}", k, xs, ys))
-    return _plot(path, series, f"{algo} search curves")
+    return line_panels(path, series, f"{algo} search curves")
 
 
 def plot_train_curves(train_dir: Path, path: Path) -> bool:
@@ -187,7 +58,7 @@ def plot_train_curves(train_dir: Path, path: Path) -> bool:
         series.append(("training loss", name, xs, [h["loss"] for h in hist]))
         if hist and "test_accuracy" in hist[0]:
             series.append(("test accuracy (real data)", name, xs, [h["test_accuracy"] for h in hist]))
-    return _plot(path, series, "final training (distillation on the synthetic set)")
+    return line_panels(path, series, "final training (distillation on the synthetic set)")
 
 
 # ----------------------------------------------------------------------------- summary
@@ -267,8 +138,8 @@ def write_report(cfg: RunConfig, out: Path, results: dict[str, dict[str, Any]], 
     d.p(f"{synth.get('images')} images, {cfg.synth.rounds} round(s) of recursive label calibration, "
         f"{cfg.synth.steps} steps per batch, regional update {'on' if cfg.synth.regional else 'off'}.")
     d.table(["round", "images", "teacher agreement", "mean max prob", "entropy", "BN distance", "diversity", "seconds"],
-            [[r["round"], r["images"], _num(r["teacher_agreement"]), _num(r["mean_max_prob"]), _num(r["mean_entropy"]),
-              _num(r["bn_distance"]), _num(r["diversity"]), _num(r["seconds"], 1)] for r in synth.get("rounds", [])])
+            [[r["round"], r["images"], num(r["teacher_agreement"]), num(r["mean_max_prob"]), num(r["mean_entropy"]),
+              num(r["bn_distance"]), num(r["diversity"]), num(r["seconds"], 1)] for r in synth.get("rounds", [])])
     for r in synth.get("rounds", []):
         d.img(f"synth/previews/round-{r['round']:02d}.png", f"synthetic images, round {r['round']} (rows: classes)")
 
@@ -295,8 +166,8 @@ def write_report(cfg: RunConfig, out: Path, results: dict[str, dict[str, Any]], 
             "ce": "cross-entropy to the labels"}.get(str(train.get("loss")), "")
     d.p(f"Loss: {train.get('loss')} ({what}), {cfg.train.epochs} epoch(s), seeds {train.get('seeds')}.")
     d.table(["seed", "test accuracy", "train agreement", "final loss", "seconds"],
-            [[r["seed"], pct(r.get("test_accuracy")), pct(r.get("train_accuracy")), _num(r.get("final_train_loss")),
-              _num(r.get("wall_seconds"), 1)] for r in train.get("per_seed", [])])
+            [[r["seed"], pct(r.get("test_accuracy")), pct(r.get("train_accuracy")), num(r.get("final_train_loss")),
+              num(r.get("wall_seconds"), 1)] for r in train.get("per_seed", [])])
     if has_train_curves:
         d.img("report_files/train_curves.png", "training curves")
 

@@ -128,5 +128,5 @@ def draw_arch(space: str, choices: dict[str, Any], path: str | Path, title: str 
 
 
 def draw_record(record: Any, path: str | Path, title: str | None = None) -> Path:
-    """Draw an `ArchRecord` (from `dfnas.arch`)."""
+    """Draw an `ArchRecord` (from `dfnas.spaces.arch`)."""
     return draw_arch(record.space, record.choices, path, title)

@@ -16,11 +16,11 @@ import torch
 from torch import nn
 
 from dfnas.config import SearchConfig
-from dfnas.data import Source
+from dfnas.data.sources import Source
+from dfnas.data.transforms import augment
 from dfnas.errors import DfnasError
 from dfnas.io import derive_seed
 from dfnas.teachers.online import logits_of_images, teacher_logits
-from dfnas.transforms import augment
 
 
 def check_fits(source: Source) -> None:

@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_config_from_args(args: argparse.Namespace) -> RunConfig:
     """Build and check the RunConfig; raises DfnasError before any work."""
-    from dfnas.pipeline import DEMO, resolve, validate
+    from dfnas.pipeline.run import DEMO, resolve, validate
 
     data = load_yaml(args.config) if args.config else copy.deepcopy(DEMO)
     apply_overrides(data, args.set)
@@ -47,8 +47,8 @@ def run_config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from dfnas.pipeline import run_pipeline
-    from dfnas.pipeline_report import format_summary
+    from dfnas.pipeline.report import format_summary
+    from dfnas.pipeline.run import run_pipeline
 
     cfg = run_config_from_args(args)
     command = "dfnas " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["run"] else None

@@ -1,0 +1,4 @@
+"""`dfnas run`: teacher -> synthesis -> search -> training -> report in one resumable folder.
+
+    from dfnas.pipeline.run import DEMO, run_pipeline
+"""
