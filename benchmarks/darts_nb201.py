@@ -32,11 +32,12 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
 
-    from dfnas.config import SearchConfig, from_dict
+    from dfnas.config import from_dict
     from dfnas.data.sources import load_source
     from dfnas.spaces import create_space
     from dfnas.strategies import create_strategy
     from dfnas.strategies.common import SearchContext, search_loss
+    from dfnas.strategies.config import SearchConfig
     from dfnas.strategies.search_data import SearchData
 
     cfg = from_dict(SearchConfig, {"algo": "darts", "space": "nb201", "batch_size": 64, "darts": {"order": 1}})

@@ -32,9 +32,12 @@ from typing import Any
 import torch
 
 from dfnas.bench.ranking import ranking_check, tau
-from dfnas.config import SearchConfig, SynthConfig, TrainConfig, from_dict
+from dfnas.config import from_dict
 from dfnas.data.sources import Source, load_source
 from dfnas.spaces.base import Arch
+from dfnas.strategies.config import SearchConfig
+from dfnas.synth.config import SynthConfig
+from dfnas.training.config import TrainConfig
 
 SPACE_ARGS = {  # small widths, as in `dfnas bench`
     "nb201": {"channels": 8},

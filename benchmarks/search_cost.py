@@ -62,11 +62,12 @@ class SavedBytes:
 
 
 def child(case: str, steps: int, warmup: int) -> dict:
-    from dfnas.config import SearchConfig, from_dict
+    from dfnas.config import from_dict
     from dfnas.data.sources import load_source
     from dfnas.spaces.base import apply_arch, fix, sample_arch
     from dfnas.strategies import create_strategy
     from dfnas.strategies.common import SearchContext, search_loss
+    from dfnas.strategies.config import SearchConfig
     from dfnas.strategies.runner import build_supernet
     from dfnas.strategies.search_data import SearchData
 

@@ -40,12 +40,13 @@ from torch import nn
 
 from dfnas.bench import build_config
 from dfnas.bench.sources import noise_source
-from dfnas.config import SynthConfig, from_dict, load_yaml
+from dfnas.config import from_dict, load_yaml
 from dfnas.data.sources import Source, load_source
 from dfnas.data.spec import InputSpec
 from dfnas.data.transforms import augment
 from dfnas.errors import DfnasError
 from dfnas.synth import synthesize
+from dfnas.synth.config import SynthConfig
 from dfnas.teachers import Teacher, load_teacher
 from dfnas.training.losses import kd_loss
 

@@ -26,9 +26,9 @@ import time
 
 import torch
 
-from dfnas.config import SynthConfig
 from dfnas.data.spec import InputSpec
 from dfnas.io import tune_cpu_allocator
+from dfnas.synth.config import SynthConfig
 from dfnas.synth.engine import Inverter
 from dfnas.teachers import Teacher, _import_factory, load_teacher
 from dfnas.teachers.probe import FeatureProbe

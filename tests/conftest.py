@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dfnas.config import SynthConfig
+from dfnas.synth.config import SynthConfig
 
 # Tiny tensors: one intra-op thread is faster than two and keeps timings stable in CI.
 torch.set_num_threads(1)

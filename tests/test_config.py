@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from dfnas.config import SynthConfig, apply_overrides, from_dict, to_dict
+from dfnas.config import apply_overrides, from_dict, to_dict
 from dfnas.errors import DfnasError
+from dfnas.synth.config import SynthConfig
 
 
 def test_from_dict_types_and_round_trip():

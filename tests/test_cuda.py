@@ -18,9 +18,11 @@ import torch
 from test_pipeline import TINY
 from torch import nn
 
-from dfnas.config import RunConfig, SearchConfig, from_dict
+from dfnas.config import from_dict
 from dfnas.data.synthetic import read_dataset
+from dfnas.pipeline.config import RunConfig
 from dfnas.spaces import create_space
+from dfnas.strategies.config import SearchConfig
 from dfnas.strategies.runner import run_search
 from dfnas.synth import synthesize
 from dfnas.synth.bn_stats import bn_losses, bn_reference

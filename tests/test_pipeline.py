@@ -17,8 +17,9 @@ import pytest
 import torch
 
 from dfnas.cli import main
-from dfnas.config import RunConfig, from_dict, load_yaml
+from dfnas.config import from_dict, load_yaml
 from dfnas.errors import DfnasError
+from dfnas.pipeline.config import RunConfig
 from dfnas.pipeline.run import DEMO, STAGES, default_test_data, resolve, run_pipeline, validate
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

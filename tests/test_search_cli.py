@@ -127,8 +127,8 @@ def _mnist_subset(n: int = 64, synthetic: bool = False):
 
 @pytest.mark.parametrize("synthetic", [False, True])
 def test_online_teacher_targets_are_its_logits_on_the_same_view(synthetic: bool) -> None:
-    from dfnas.config import SearchConfig
     from dfnas.strategies.common import search_loss
+    from dfnas.strategies.config import SearchConfig
     from dfnas.strategies.search_data import SearchData
     from dfnas.training.losses import kd_loss
 
@@ -225,7 +225,7 @@ def test_teacher_that_does_not_fit_the_data_exit_2(tmp_path, capsys, user_teache
 
 def test_zero_limit_scores_the_whole_val_split_despite_the_epoch_cap() -> None:
     """`val_batches: 0` means the whole val split, also when max_steps_per_epoch caps training epochs."""
-    from dfnas.config import SearchConfig
+    from dfnas.strategies.config import SearchConfig
     from dfnas.strategies.search_data import SearchData
 
     src = _mnist_subset(synthetic=False)
@@ -240,8 +240,8 @@ def test_zero_limit_scores_the_whole_val_split_despite_the_epoch_cap() -> None:
 def test_resumed_search_counts_the_seconds_of_earlier_calls(tmp_path) -> None:
     import time
 
-    from dfnas.config import SearchConfig
     from dfnas.strategies.common import SearchContext
+    from dfnas.strategies.config import SearchConfig
     from dfnas.strategies.search_data import SearchData
 
     cfg = SearchConfig(batch_size=4, seed=0)

@@ -15,12 +15,13 @@ import pytest
 import torch
 from torch import nn
 
-from dfnas.config import SearchConfig, from_dict
+from dfnas.config import from_dict
 from dfnas.data.sources import Source
 from dfnas.data.spec import InputSpec
 from dfnas.spaces.base import InputChoice, LayerChoice, apply_arch, sample_arch
 from dfnas.strategies import create_strategy
 from dfnas.strategies.common import Hook, SearchContext, recalibrate_bn, search_loss
+from dfnas.strategies.config import SearchConfig
 from dfnas.strategies.costs import flops_cost_model
 from dfnas.strategies.darts import derive_arch
 from dfnas.strategies.evolution import Evolution

@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 
 from dfnas.cli import main
-from dfnas.config import TrainConfig
 from dfnas.data.sources import Source, mnist_spec
 from dfnas.data.spec import InputSpec
 from dfnas.errors import DfnasError
 from dfnas.spaces import create_space, sample_arch
 from dfnas.spaces.arch import ArchRecord, save_arch
+from dfnas.training.config import TrainConfig
 from dfnas.training.export import export_model
 from dfnas.training.losses import kd_loss
 from dfnas.training.train import lr_factor, train_arch

@@ -9,7 +9,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
-from dfnas.config import SearchConfig, SynthConfig, TeacherRefConfig, TrainConfig, from_dict
+from dfnas.config import from_dict
+from dfnas.strategies.config import SearchConfig
+from dfnas.synth.config import SynthConfig
+from dfnas.teachers.config import TeacherRefConfig
+from dfnas.training.config import TrainConfig
 
 SOURCES = ("real", "synthetic", "plain", "noise")
 

@@ -36,10 +36,11 @@ import torch
 
 from dfnas import __version__
 from dfnas.bench.config import QUICK, SOURCES, BenchConfig, draw_suffix
-from dfnas.config import SearchConfig, apply_overrides, dump_yaml, from_dict, neutral_dict, to_dict
+from dfnas.config import apply_overrides, dump_yaml, from_dict, neutral_dict, to_dict
 from dfnas.data.sources import Source, load_source
 from dfnas.errors import DfnasError
 from dfnas.io import atomic_write_json, atomic_write_text, derive_seed, read_json
+from dfnas.strategies.config import SearchConfig
 
 # settings that change how fast the bench runs, not what it measures
 _EXECUTION_KEYS = ("threads", "out", "device")

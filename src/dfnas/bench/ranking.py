@@ -20,11 +20,11 @@ from typing import Any
 import torch
 from scipy.stats import kendalltau
 
-from dfnas.config import SearchConfig
 from dfnas.data.sources import Source
 from dfnas.io import derive_seed
 from dfnas.spaces.base import Arch, sample_arch
 from dfnas.strategies.common import SearchContext
+from dfnas.strategies.config import SearchConfig
 from dfnas.strategies.runner import build_supernet
 from dfnas.strategies.search_data import SearchData
 from dfnas.strategies.spos import SposStrategy, candidate_score

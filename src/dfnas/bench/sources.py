@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from dfnas.config import SynthConfig
 from dfnas.data.sources import Source
 from dfnas.errors import DfnasError
 from dfnas.io import derive_seed
+from dfnas.synth.config import SynthConfig
 from dfnas.teachers import Teacher
 from dfnas.teachers.online import OnlineTeacher, logits_of_images
 

@@ -15,7 +15,8 @@ import copy
 import shlex
 import sys
 
-from dfnas.config import RunConfig, apply_overrides, from_dict, load_yaml
+from dfnas.config import apply_overrides, from_dict, load_yaml
+from dfnas.pipeline.config import RunConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -13,8 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dfnas.config import RunConfig, dump_yaml
+from dfnas.config import dump_yaml
 from dfnas.io import atomic_write_text
+from dfnas.pipeline.config import RunConfig
 from dfnas.report.doc import Doc, kparams, mflops, num, pct, ratio
 from dfnas.report.plots import line_panels
 

@@ -34,9 +34,11 @@ from typing import Any
 import torch
 
 from dfnas import __version__
-from dfnas.config import RunConfig, TrainConfig, dump_yaml, from_dict, result_keys, to_dict
+from dfnas.config import dump_yaml, from_dict, result_keys, to_dict
 from dfnas.errors import DfnasError
 from dfnas.io import atomic_write_json, atomic_write_text, read_json
+from dfnas.pipeline.config import RunConfig
+from dfnas.training.config import TrainConfig
 
 STAGES = ("teacher", "synth", "search", "train", "export")
 STAGE_DIRS = ("synth", "search", "train", "export")

@@ -2,9 +2,10 @@
 
 A space is an `nn.Module` class whose constructor takes only keyword size arguments
 (`num_classes`, `in_channels`, `image_size`, widths, depths ...) with MNIST-scale defaults;
-it carries class attributes `name` and `version`. Bump `version` whenever the labels, the
-candidates or the wiring change: an arch.json records both, so an old file is refused
-instead of silently building a different network.
+it carries class attributes `name`, `version` and `choice_kinds` (which of LayerChoice /
+InputChoice it uses; strategies read it to say which spaces they search). Bump `version`
+whenever the labels, the candidates or the wiring change: an arch.json records both, so an
+old file is refused instead of silently building a different network.
 
     net = create_space("darts", num_classes=10, in_channels=1, channels=8, layers=5)
 """
@@ -44,6 +45,8 @@ def register_space(cls: type[nn.Module]) -> type[nn.Module]:
     name = getattr(cls, "name", None)
     if not isinstance(name, str) or not isinstance(getattr(cls, "version", None), int):
         raise TypeError(f"{cls.__name__} needs class attributes name: str and version: int")
+    if not set(getattr(cls, "choice_kinds", ())) <= {"layer", "input"} or not getattr(cls, "choice_kinds", ()):
+        raise TypeError(f"{cls.__name__} needs class attribute choice_kinds: a tuple of 'layer' / 'input'")
     if name in _REGISTRY and _REGISTRY[name] is not cls:
         raise ValueError(f"search space '{name}' is registered twice")
     _REGISTRY[name] = cls

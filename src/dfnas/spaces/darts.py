@@ -140,6 +140,7 @@ class DartsSpace(nn.Module):
 
     name = "darts"
     version = 1
+    choice_kinds = ("layer", "input")  # op per edge + the wiring of every node
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
                  channels: int = 8, layers: int = 5, nodes: int = 4, stem_multiplier: int = 3,

@@ -81,6 +81,7 @@ class NB201Space(nn.Module):
 
     name = "nb201"
     version = 1
+    choice_kinds = ("layer",)
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
                  channels: int = 8, cells_per_stage: int = 1, stem_stride: int = 1,

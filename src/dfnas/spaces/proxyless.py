@@ -72,6 +72,7 @@ class MBLayer(nn.Module):
 class ProxylessSpace(nn.Module):
     name = "proxyless"
     version = 1
+    choice_kinds = ("layer",)
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
                  stem_channels: int = 16, stem_stride: int = 1, first_channels: int = 8,

@@ -76,6 +76,7 @@ class ShuffleUnit(nn.Module):
 class SposSpace(nn.Module):
     name = "spos"
     version = 1
+    choice_kinds = ("layer",)
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
                  stem_channels: int = 16, stem_stride: int = 1,

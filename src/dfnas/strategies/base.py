@@ -13,10 +13,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from dfnas.config import SearchConfig
 from dfnas.errors import DfnasError
 from dfnas.spaces.base import Arch, InputChoice, LayerChoice, choice_modules, most_likely_valid
 from dfnas.strategies.common import SearchContext
+from dfnas.strategies.config import SearchConfig
 
 
 @dataclasses.dataclass
@@ -32,7 +32,14 @@ class Strategy:
     """Base class: `search(model, ctx)` runs the whole search, resumably, and returns the arch."""
 
     name: ClassVar[str] = ""
-    supports_input_choice: ClassVar[bool] = True
+    supports_input_choice: ClassVar[bool] = True  # can decide an InputChoice (cell wiring)
+    needs_layer_choice: ClassVar[bool] = False  # has nothing to optimise without a LayerChoice
+
+    @classmethod
+    def can_search(cls, choice_kinds: tuple[str, ...]) -> bool:
+        """Whether a space using these kinds of choice ('layer', 'input') is searchable."""
+        return (cls.supports_input_choice or "input" not in choice_kinds) and (
+            not cls.needs_layer_choice or "layer" in choice_kinds)
 
     def __init__(self, cfg: SearchConfig) -> None:
         self.cfg = cfg
@@ -45,8 +52,8 @@ class Strategy:
         if not self.supports_input_choice and any(isinstance(c, InputChoice) for c in choices.values()):
             raise DfnasError(f"--algo {self.name} cannot search space '{space_name}': it has input choices "
                              f"(cell wiring); use darts, spos or random for that space")
-        if not any(isinstance(c, LayerChoice) for c in choices.values()) and self.name == "darts":
-            raise DfnasError(f"--algo darts needs LayerChoices in space '{space_name}'")
+        if self.needs_layer_choice and not any(isinstance(c, LayerChoice) for c in choices.values()):
+            raise DfnasError(f"--algo {self.name} needs LayerChoices in space '{space_name}'")
 
     def search(self, model: nn.Module, ctx: SearchContext) -> SearchResult:
         raise NotImplementedError

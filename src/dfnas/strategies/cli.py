@@ -14,8 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from dfnas.config import SearchConfig, apply_overrides, from_dict, load_yaml
+from dfnas.config import apply_overrides, from_dict, load_yaml
 from dfnas.errors import DfnasError
+from dfnas.strategies.config import SearchConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def resolve_config(args: argparse.Namespace) -> SearchConfig:
     """Build the SearchConfig from file, overrides and flags; unknown keys refused."""
-    from dfnas.strategies import ALGOS
+    from dfnas.strategies import list_strategies
 
     d = load_yaml(args.config) if args.config else {}
     if "search" in d and isinstance(d["search"], dict) and len(d) == 1:
@@ -55,24 +56,24 @@ def resolve_config(args: argparse.Namespace) -> SearchConfig:
         if getattr(args, key) is not None:
             d[key] = getattr(args, key)
     cfg = from_dict(SearchConfig, d)
-    if cfg.algo not in ALGOS:
-        raise DfnasError(f"unknown search algorithm '{cfg.algo}'; choose one of {list(ALGOS)}")
+    if cfg.algo not in list_strategies():
+        raise DfnasError(f"unknown search algorithm '{cfg.algo}'; choose one of {list_strategies()}")
     return cfg
 
 
 def _search(args: argparse.Namespace) -> int:
     from dfnas.data.sources import load_source
     from dfnas.spaces import list_spaces
-    from dfnas.strategies import COMPATIBLE_SPACES
+    from dfnas.strategies import compatible_spaces
     from dfnas.strategies.runner import check_config, run_search
 
     cfg = resolve_config(args)
     check_config(cfg)
     if cfg.space not in list_spaces():
         raise DfnasError(f"unknown search space '{cfg.space}'; choose one of {list_spaces()}")
-    if cfg.space not in COMPATIBLE_SPACES[cfg.algo]:
+    if cfg.space not in compatible_spaces(cfg.algo):
         raise DfnasError(f"--algo {cfg.algo} cannot search --space {cfg.space}; "
-                         f"it supports {list(COMPATIBLE_SPACES[cfg.algo])}")
+                         f"it supports {compatible_spaces(cfg.algo)}")
     source = load_source(args.data, args.spec, "train")
     teacher = None
     if args.teacher:

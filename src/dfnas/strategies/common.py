@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dfnas.config import SearchConfig
 from dfnas.errors import DfnasError
 from dfnas.io import atomic_save
 from dfnas.spaces.base import Arch, InputChoice, LayerChoice
+from dfnas.strategies.config import SearchConfig
 from dfnas.strategies.search_data import SearchData
 from dfnas.training.losses import kd_loss
 

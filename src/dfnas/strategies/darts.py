@@ -27,6 +27,7 @@ from torch import nn
 
 from dfnas.io import derive_seed
 from dfnas.spaces.base import Arch, InputChoice, LayerChoice
+from dfnas.strategies import register_strategy
 from dfnas.strategies.base import AlphaStrategy, SearchResult
 from dfnas.strategies.common import (
     SearchContext,
@@ -61,8 +62,10 @@ def derive_arch(probs: dict[str, torch.Tensor], names: dict[str, list[str]],
     return arch
 
 
+@register_strategy
 class DartsStrategy(AlphaStrategy):
     name = "darts"
+    needs_layer_choice = True
 
     def setup(self, model: nn.Module, ctx: SearchContext) -> None:
         """Create the alphas (seeded), the optimizers and install the mixed ops."""

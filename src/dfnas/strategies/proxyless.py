@@ -31,6 +31,7 @@ from torch import nn
 
 from dfnas.io import derive_seed
 from dfnas.spaces.base import Arch, LayerChoice
+from dfnas.strategies import register_strategy
 from dfnas.strategies.base import AlphaStrategy, SearchResult
 from dfnas.strategies.common import (
     SearchContext,
@@ -82,9 +83,11 @@ class _TwoPathGate(torch.autograd.Function):
         return grad_x, g, None, None
 
 
+@register_strategy
 class ProxylessStrategy(AlphaStrategy):
     name = "proxyless"
-    supports_input_choice = False
+    supports_input_choice = False  # binary gates have no form for a choice of wiring
+    needs_layer_choice = True
 
     def setup(self, model: nn.Module, ctx: SearchContext) -> None:
         pc = self.cfg.proxyless

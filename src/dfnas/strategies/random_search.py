@@ -18,6 +18,7 @@ from torch import nn
 
 from dfnas.io import derive_seed
 from dfnas.spaces.base import Arch, apply_arch, fix, sample_arch
+from dfnas.strategies import register_strategy
 from dfnas.strategies.base import SearchResult, Strategy
 from dfnas.strategies.common import (
     SearchContext,
@@ -31,6 +32,7 @@ from dfnas.strategies.common import (
 from dfnas.strategies.costs import flops_cost_model
 
 
+@register_strategy
 class RandomStrategy(Strategy):
     name = "random"
 

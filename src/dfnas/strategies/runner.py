@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dfnas.config import SearchConfig, dump_yaml, result_keys, to_dict
+from dfnas.config import dump_yaml, result_keys, to_dict
 from dfnas.data.sources import Source
 from dfnas.errors import DfnasError
 from dfnas.io import (
@@ -38,8 +38,9 @@ from dfnas.io import (
     read_json,
 )
 from dfnas.spaces.base import fix, validate_arch
-from dfnas.strategies import COMPATIBLE_SPACES, SearchResult, create_strategy
+from dfnas.strategies import SearchResult, compatible_spaces, create_strategy, list_strategies
 from dfnas.strategies.common import Hook, SearchContext, set_mixers
+from dfnas.strategies.config import SearchConfig
 from dfnas.strategies.search_data import SearchData
 from dfnas.teachers import Teacher
 from dfnas.teachers.online import OnlineTeacher, check_teacher_fits
@@ -65,15 +66,13 @@ def check_config(cfg: SearchConfig) -> None:
 def validate_search(cfg: SearchConfig, key: str = "search") -> None:
     """One search section checked before any work; errors name the config key (`key`.field)."""
     from dfnas.spaces import list_spaces, resolve_space_cfg
-    from dfnas.strategies import ALGOS
-
-    if cfg.algo not in ALGOS:
-        raise DfnasError(f"config key '{key}.algo': '{cfg.algo}' is not allowed; choose one of {list(ALGOS)}")
+    if cfg.algo not in list_strategies():
+        raise DfnasError(f"config key '{key}.algo': '{cfg.algo}' is not allowed; choose one of {list_strategies()}")
     if cfg.space not in list_spaces():
         raise DfnasError(f"config key '{key}.space': '{cfg.space}' is not allowed; choose one of {list_spaces()}")
-    if cfg.space not in COMPATIBLE_SPACES[cfg.algo]:
+    if cfg.space not in compatible_spaces(cfg.algo):
         raise DfnasError(f"config key '{key}.space': algo {cfg.algo} cannot search space '{cfg.space}'; "
-                         f"choose one of {list(COMPATIBLE_SPACES[cfg.algo])}")
+                         f"choose one of {compatible_spaces(cfg.algo)}")
     try:
         resolve_space_cfg(cfg.space, cfg.space_args)
     except DfnasError as e:
@@ -93,9 +92,9 @@ def build_supernet(cfg: SearchConfig, source: Source) -> tuple[nn.Module, dict[s
 
     if cfg.space not in list_spaces():
         raise DfnasError(f"unknown search space '{cfg.space}'; choose one of {list_spaces()}")
-    if cfg.space not in COMPATIBLE_SPACES.get(cfg.algo, ()):
+    if cfg.space not in compatible_spaces(cfg.algo):
         raise DfnasError(f"--algo {cfg.algo} cannot search --space {cfg.space}; "
-                         f"it supports {list(COMPATIBLE_SPACES.get(cfg.algo, ()))}")
+                         f"it supports {compatible_spaces(cfg.algo)}")
     fit = fit_args(source.spec)
     for k, v in fit.items():
         given = cfg.space_args.get(k)

@@ -15,11 +15,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from dfnas.config import SearchConfig
 from dfnas.data.sources import Source
 from dfnas.data.transforms import augment
 from dfnas.errors import DfnasError
 from dfnas.io import derive_seed
+from dfnas.strategies.config import SearchConfig
 from dfnas.teachers.online import logits_of_images, teacher_logits
 
 

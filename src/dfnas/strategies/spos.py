@@ -21,6 +21,7 @@ from torch import nn
 from dfnas.errors import DfnasError
 from dfnas.io import derive_seed
 from dfnas.spaces.base import Arch, apply_arch, arch_valid, sample_arch
+from dfnas.strategies import register_strategy
 from dfnas.strategies.base import SearchResult, Strategy
 from dfnas.strategies.common import (
     SearchContext,
@@ -35,6 +36,7 @@ from dfnas.strategies.evolution import Evolution
 from dfnas.strategies.search_data import SearchData
 
 
+@register_strategy
 class SposStrategy(Strategy):
     name = "spos"
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from dfnas.config import SynthConfig, apply_overrides, from_dict, load_yaml
+from dfnas.config import apply_overrides, from_dict, load_yaml
 from dfnas.errors import DfnasError
+from dfnas.synth.config import SynthConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:

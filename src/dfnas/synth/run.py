@@ -24,10 +24,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from dfnas import __version__
-from dfnas.config import SynthConfig, dump_yaml, result_keys, to_dict
+from dfnas.config import dump_yaml, result_keys, to_dict
 from dfnas.data.synthetic import read_dataset
 from dfnas.errors import DfnasError
 from dfnas.io import atomic_write_json, atomic_write_text, derive_seed, tune_cpu_allocator
+from dfnas.synth.config import SynthConfig
 from dfnas.synth.engine import Inverter, quantize
 from dfnas.synth.report import format_report, quality_report
 from dfnas.synth.writer import DatasetWriter, save_grid

@@ -7,8 +7,9 @@ import json
 
 import torch
 
-from dfnas.config import TeacherTrainConfig, apply_overrides, from_dict, to_dict
+from dfnas.config import apply_overrides, from_dict, to_dict
 from dfnas.data.sources import task_names
+from dfnas.teachers.config import TeacherTrainConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -19,10 +19,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from dfnas import __version__
-from dfnas.config import TeacherTrainConfig, to_dict
+from dfnas.config import to_dict
 from dfnas.data.sources import TASKS
 from dfnas.data.transforms import augment
 from dfnas.io import atomic_save, atomic_write_json, sha256_tensors
+from dfnas.teachers.config import TeacherTrainConfig
 from dfnas.teachers.mnist_cnn import MnistCNN
 
 

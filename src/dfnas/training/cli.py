@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from dfnas.config import TrainConfig, apply_overrides, from_dict, load_yaml, to_dict
+from dfnas.config import apply_overrides, from_dict, load_yaml, to_dict
 from dfnas.errors import DfnasError
+from dfnas.training.config import TrainConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -26,7 +26,7 @@ from torch import nn
 from tqdm import tqdm
 
 from dfnas import __version__
-from dfnas.config import TrainConfig, result_keys, to_dict
+from dfnas.config import result_keys, to_dict
 from dfnas.data.sources import Source
 from dfnas.data.transforms import augment
 from dfnas.errors import DfnasError
@@ -34,6 +34,7 @@ from dfnas.io import atomic_save, atomic_write_json, derive_seed, sha256_tensors
 from dfnas.spaces.arch import ArchRecord, build_network, load_arch
 from dfnas.spaces.profile import profile
 from dfnas.teachers.online import teacher_logits
+from dfnas.training.config import TrainConfig
 from dfnas.training.losses import kd_loss
 
 
