@@ -160,7 +160,7 @@ def test_bad_config_exits_2_before_any_work(tmp_path: Path, capsys, args: list[s
 def test_bad_config_file_names_key_and_allowed(tmp_path: Path, capsys) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text("teacher: {ref: mnist-cnn}\ntrain: {epoch: 3}\n")
-    assert main(["run", str(cfg), "--out", str(tmp_path / "run")]) == 2
+    assert main(["run", "--config", str(cfg), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert "train.epoch" in err and "allowed keys" in err and "epochs" in err
 

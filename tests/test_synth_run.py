@@ -131,7 +131,7 @@ def test_refuses_foreign_other_config_and_corrupt(tmp_path, tiny_cfg):
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
-    with pytest.raises(DfnasError, match="holds no dfnas manifest"):
+    with pytest.raises(DfnasError, match="not a dfnas synth output"):
         synthesize(t, cfg, foreign, progress=False, force=True)
     assert (foreign / "notes.txt").read_text() == "keep me"
 

@@ -135,7 +135,7 @@ def test_cli_train_and_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     out = tmp_path / "run"
     rc = main(["train", "--arch", str(tmp_path / "arch.json"), "--data", f"npz:{tmp_path / 'd.npz'}",
                "--spec", str(tmp_path / "spec.json"), "--test-data", f"npz:{tmp_path / 'd.npz'}",
-               "--epochs", "1", "--seeds", "0", "--set", "batch_size=16", "--out", str(out), "--no-progress"])
+               "--epochs", "1", "--seeds", "0", "--set", "batch_size=16", "--out", str(out), "--quiet"])
     assert rc == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["loss"] == "ce" and metrics["test_accuracy_mean"] is not None

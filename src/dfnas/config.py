@@ -6,6 +6,7 @@ before any work starts. `to_dict` gives the resolved config that every run saves
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import types
 import typing
@@ -178,3 +179,46 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 def dump_yaml(obj: Any) -> str:
     return yaml.safe_dump(to_dict(obj), sort_keys=False)
+
+
+# ----------------------------------------------------------------------------- the CLI's config
+
+
+def add_config_args(p: argparse.ArgumentParser, section: str, *, out_help: str | None = None,
+                    out_required: bool = False, device: bool = True) -> None:
+    """The flags every command shares, with one meaning: --config, --set, --out, --device,
+    --force, --quiet. Precedence (see `config_from_args`): defaults < --config < flags < --set."""
+    where = f"{section} keys, flat or under a '{section}:' section" if section else "every section"
+    p.add_argument("--config", default=None, metavar="FILE", help=f"YAML file ({where})")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any setting (wins over --config and the flags), e.g. --set "
+                        + {"synth": "tv_l2=0.002", "search": "darts.order=2", "train": "lr=0.1",
+                           "teacher": "width=16"}.get(section, "search.algo=spos"))
+    if out_help is not None:
+        p.add_argument("--out", required=out_required, default=None, help=out_help)
+    if device:
+        p.add_argument("--device", default=None, help="cpu (default) | cuda | cuda:1 ...")
+    p.add_argument("--force", action="store_true",
+                   help="start over in an output dfnas made for other settings (a folder it did not make is never touched)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars; only the final summary")
+
+
+def config_from_args(cls: type[T], args: argparse.Namespace, section: str, flags: dict[str, Any],
+                     base: dict[str, Any] | None = None) -> T:
+    """`cls` from built-in defaults (or `base`) < the --config file < explicit flags < --set.
+
+    `section`: a file may hold the keys flat or under `section:` (the layout of `dfnas run`), and
+    --set keys may carry the `section.` prefix; "" for the commands whose file is the whole config.
+    """
+    data = load_yaml(args.config) if args.config else dict(base or {})
+    if section and isinstance(data.get(section), dict):
+        data = data[section]
+    for key, value in flags.items():
+        if value is not None:
+            node = data
+            *parents, last = key.split(".")
+            for k in parents:
+                node = node.setdefault(k, {})
+            node[last] = value
+    apply_overrides(data, [s.removeprefix(f"{section}.") if section else s for s in args.set])
+    return from_dict(cls, data, prefix=f"{section}." if section else "")

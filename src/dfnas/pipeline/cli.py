@@ -1,10 +1,10 @@
 """`dfnas run`: the whole data-free pipeline from one YAML config (or the embedded demo).
 
     dfnas run                                         # demo: bundled MNIST teacher -> runs/demo
-    dfnas run configs/spos.yaml --out runs/spos --set search.epochs=4 --set train.seeds=[0,1]
+    dfnas run --config configs/spos.yaml --out runs/spos --set search.epochs=4 --set train.seeds=[0,1]
 
-Precedence: defaults < the config file (the embedded demo when none is given) < --set <
---out/--device. The config is checked completely (unknown keys, wrong types, impossible
+Precedence: defaults < the config file (the embedded demo when none is given) < --out/--device
+< --set. The config is checked completely (unknown keys, wrong types, impossible
 combinations) before anything is loaded or written; errors exit with code 2.
 """
 
@@ -15,7 +15,7 @@ import copy
 import shlex
 import sys
 
-from dfnas.config import apply_overrides, from_dict, load_yaml
+from dfnas.config import add_config_args, config_from_args
 from dfnas.pipeline.config import RunConfig
 
 
@@ -23,14 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="teacher -> synthesize -> search -> distil -> evaluate -> export -> report",
                        description="Run the whole data-free NAS pipeline into one output folder. Without a config "
                        "it runs the embedded demo (bundled MNIST teacher; same as configs/demo.yaml).")
-    p.add_argument("config", nargs="?", default=None, help="YAML with sections teacher, synth, search, train, export")
-    p.add_argument("--out", default=None, help="output folder (default: the config's `out`)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any setting, e.g. --set search.algo=spos --set synth.steps=100")
-    p.add_argument("--device", default=None, help="cpu | cuda | cuda:1 ... for every stage")
-    p.add_argument("--force", action="store_true",
-                   help="reuse a folder holding another config: redo the stages whose settings changed")
-    p.add_argument("--quiet", action="store_true", help="no progress bars; only the final summary")
+    add_config_args(p, "", out_help="output folder (default: the config's `out`)")
     p.set_defaults(func=_run)
 
 
@@ -38,11 +31,7 @@ def run_config_from_args(args: argparse.Namespace) -> RunConfig:
     """Build and check the RunConfig; raises DfnasError before any work."""
     from dfnas.pipeline.run import DEMO, resolve, validate
 
-    data = load_yaml(args.config) if args.config else copy.deepcopy(DEMO)
-    apply_overrides(data, args.set)
-    if args.device is not None:
-        data["device"] = args.device
-    cfg = from_dict(RunConfig, data)
+    cfg = config_from_args(RunConfig, args, "", {"device": args.device}, base=copy.deepcopy(DEMO))
     validate(resolve(cfg))
     return cfg
 
@@ -61,7 +50,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _command(args: argparse.Namespace) -> str:
     """The command line rebuilt from the parsed arguments (when not called from a shell)."""
-    parts = ["dfnas", "run"] + ([args.config] if args.config else [])
+    parts = ["dfnas", "run"] + (["--config", args.config] if args.config else [])
     if args.out:
         parts += ["--out", args.out]
     for s in args.set:

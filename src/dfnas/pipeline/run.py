@@ -1,13 +1,13 @@
 """`dfnas run`: teacher -> synthesize -> search -> distil the found network -> evaluate -> export -> report.
 
     dfnas run                                    # the embedded demo (bundled MNIST teacher, data-free)
-    dfnas run configs/spos.yaml --out runs/spos --set search.epochs=4
+    dfnas run --config configs/spos.yaml --out runs/spos --set search.epochs=4
 
 One output folder:
 
     run.json              resolved config + one fingerprint per stage (what this folder holds)
     config.yaml           the resolved config
-    stages/<stage>.json   done marker of each stage: fingerprint, seconds, result (written atomically)
+    stages/<stage>.json   done marker of each stage: key (fingerprint), seconds, result (atomic)
     synth/ search/ train/ export/   the stages' own folders (each stage is resumable by itself)
     report.md, report.html, report_files/
 
@@ -36,7 +36,8 @@ import torch
 from dfnas import __version__
 from dfnas.config import dump_yaml, from_dict, result_keys, to_dict
 from dfnas.errors import DfnasError
-from dfnas.io import atomic_write_json, atomic_write_text, read_json
+from dfnas.io import atomic_write_json, atomic_write_text
+from dfnas.io.folders import JobStore, OutputFolder
 from dfnas.pipeline.config import RunConfig
 from dfnas.training.config import TrainConfig
 
@@ -126,39 +127,25 @@ def fingerprints(cfg: RunConfig, teacher: Any, test_ref: str | None) -> dict[str
 
 
 def prepare_folder(out: Path, fps: dict[str, str], cfg: RunConfig, force: bool) -> list[str]:
-    """Refuse a folder of another run unless `force`; clear the stages whose fingerprint changed.
-
-    Returns the names of the stages that were reset.
+    """Refuse a folder that is not a run of ours, or ours with another config unless `force`;
+    clear the stages whose fingerprint changed. Returns the names of the stages that were reset.
     """
-    if out.exists() and not out.is_dir():
-        raise DfnasError(f"--out {out} is a file; pass a folder")
+    folder = OutputFolder(out, "run", legacy=("run.json", "fingerprints"))
+    prev = folder.claim()
     reset: list[str] = []
-    if out.is_dir() and any(out.iterdir()):
-        prev = read_json(out / "run.json")
-        if not isinstance(prev, dict):
-            if not force:
-                raise DfnasError(f"--out {out} holds files that are not a dfnas run; choose a new folder or pass --force")
-            reset = list(STAGES)
-        else:
-            old = prev.get("fingerprints", {})
-            reset = [s for s in STAGES if old.get(s) != fps[s]]
-            if reset and not force:
-                raise DfnasError(f"--out {out} holds a run with another config (stages {', '.join(reset)} differ); "
-                                 f"choose a new folder or pass --force to redo those stages")
+    if prev is not None:
+        old = prev.get("fingerprints", {})
+        reset = [s for s in STAGES if old.get(s) != fps[s]]
+        folder.changed([f"stages {', '.join(reset)}"] if reset else [], force, "config")
         for s in reset:
-            (out / "stages" / f"{s}.json").unlink(missing_ok=True)
+            JobStore(out / "stages").drop(s)
             if s in STAGE_DIRS and (out / s).exists():
                 shutil.rmtree(out / s)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "run.json", {"dfnas": __version__, "fingerprints": fps, "config": to_dict(cfg)})
+    identity = {"dfnas": __version__, "fingerprints": fps, "config": to_dict(cfg)}
+    folder.save(identity)
+    atomic_write_json(out / "run.json", identity)
     atomic_write_text(out / "config.yaml", dump_yaml(cfg))
     return reset
-
-
-def read_marker(out: Path, stage: str, fp: str) -> dict[str, Any] | None:
-    """The stage's done marker when it belongs to this fingerprint, else None."""
-    m = read_json(out / "stages" / f"{stage}.json")
-    return m if isinstance(m, dict) and m.get("fingerprint") == fp else None
 
 
 # ----------------------------------------------------------------------------- stages
@@ -267,7 +254,8 @@ def stage_export(st: RunState) -> dict[str, Any]:
             results.append({"format": fmt, "out": None, "skipped": "onnx is not installed (pip install 'dfnas[export]')"})
             continue
         try:
-            r = export_model(exp / "arch.json", exp / "weights.safetensors", fmt, path, check=st.cfg.export.check)
+            r = export_model(exp / "arch.json", exp / "weights.safetensors", fmt, path, check=st.cfg.export.check,
+                                 force=True)  # the run's own export folder
         except DfnasError as e:
             if fmt == "torchscript":
                 raise
@@ -317,8 +305,9 @@ def run_pipeline(cfg: RunConfig, out: str | Path | None = None, force: bool = Fa
             print(f"dfnas run: config changed; redoing stages {', '.join(reset)}")
         st = RunState(cfg, out, teacher, test_ref, progress)
         results: dict[str, dict[str, Any]] = {}
+        stages = JobStore(out / "stages")
         for i, name in enumerate(STAGES):
-            marker = read_marker(out, name, fps[name])
+            marker = stages.get(name, fps[name])
             if marker is not None:
                 results[name] = {**marker, "skipped": True}
                 if progress:
@@ -328,9 +317,7 @@ def run_pipeline(cfg: RunConfig, out: str | Path | None = None, force: bool = Fa
                 print(f"[{i + 1}/{len(STAGES) + 1}] {name} ...", flush=True)
             t0 = time.perf_counter()
             res = STAGE_FUNCS[name](st)
-            marker = {"stage": name, "fingerprint": fps[name], "seconds": round(time.perf_counter() - t0, 2),
-                      "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "result": res}
-            atomic_write_json(out / "stages" / f"{name}.json", marker)
+            marker = stages.put(name, fps[name], res, time.perf_counter() - t0)
             results[name] = {**marker, "skipped": False}
         if progress:
             print(f"[{len(STAGES) + 1}/{len(STAGES) + 1}] report ...", flush=True)

@@ -4,8 +4,8 @@
     dfnas search --algo spos --space spos --data runs/synth --out runs/spos --set spos.flops_limit=2.0
     dfnas search --algo darts --space nb201 --data runs/synth --teacher mnist-cnn --out runs/darts-kd
 
-Precedence: defaults < --config YAML (SearchConfig keys, optionally under `search:`) < --set
-< the explicit flags. Everything is checked (algo/space pair, data vs. space, output folder)
+Precedence: defaults < --config YAML (SearchConfig keys, flat or under `search:`) < the
+explicit flags < --set. Everything is checked (algo/space pair, data vs. space, output folder)
 before any training starts; rerunning the same command resumes an interrupted search.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from dfnas.config import apply_overrides, from_dict, load_yaml
+from dfnas.config import add_config_args, config_from_args
 from dfnas.errors import DfnasError
 from dfnas.strategies.config import SearchConfig
 
@@ -30,16 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="online teacher: search loss = KD to its logits on each augmented view "
                         "(bundled name, file.py:factory, TorchScript)")
     p.add_argument("--teacher-weights", default=None, help="state dict for a factory --teacher")
-    p.add_argument("--out", required=True, help="output folder (arch.json, config.yaml, log, drawings, checkpoint)")
     p.add_argument("--epochs", type=int, default=None,
                    help="supernet epochs (darts, proxyless, spos); random search uses random.train_steps per sample")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--config", default=None, help="YAML file with SearchConfig keys")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. darts.order=2 or space_args.channels=16")
-    p.add_argument("--device", default=None, help="cpu (default), cuda, cuda:1 ...")
-    p.add_argument("--force", action="store_true", help="overwrite an output folder that holds another run")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_config_args(p, "search", out_help="output folder (arch.json, config.yaml, log, drawings, checkpoint)",
+                    out_required=True)
     p.set_defaults(func=_search)
 
 
@@ -47,15 +42,8 @@ def resolve_config(args: argparse.Namespace) -> SearchConfig:
     """Build the SearchConfig from file, overrides and flags; unknown keys refused."""
     from dfnas.strategies import list_strategies
 
-    d = load_yaml(args.config) if args.config else {}
-    if "search" in d and isinstance(d["search"], dict) and len(d) == 1:
-        d = d["search"]
-    overrides = [s[len("search."):] if s.startswith("search.") else s for s in args.set]
-    apply_overrides(d, overrides)
-    for key in ("algo", "space", "epochs", "seed", "device"):
-        if getattr(args, key) is not None:
-            d[key] = getattr(args, key)
-    cfg = from_dict(SearchConfig, d)
+    cfg = config_from_args(SearchConfig, args, "search",
+                           {k: getattr(args, k) for k in ("algo", "space", "epochs", "seed", "device")})
     if cfg.algo not in list_strategies():
         raise DfnasError(f"unknown search algorithm '{cfg.algo}'; choose one of {list_strategies()}")
     return cfg

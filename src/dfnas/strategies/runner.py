@@ -35,8 +35,8 @@ from dfnas.io import (
     atomic_write_text,
     clean_temp_files,
     derive_seed,
-    read_json,
 )
+from dfnas.io.folders import OutputFolder, differing_keys
 from dfnas.spaces.base import fix, validate_arch
 from dfnas.strategies import SearchResult, compatible_spaces, create_strategy, list_strategies
 from dfnas.strategies.common import Hook, SearchContext, set_mixers
@@ -111,25 +111,18 @@ def _comparable(identity: dict[str, Any]) -> dict[str, Any]:
 
 
 def prepare_out(out: Path, identity: dict[str, Any], force: bool) -> None:
-    """Refuse a folder holding another run unless `force` (which clears only our files)."""
-    run = out / "run.json"
-    if out.exists() and not out.is_dir():
-        raise DfnasError(f"--out {out} is a file; pass a folder")
-    if out.is_dir():
-        other = None
-        if run.is_file():
-            if _comparable(read_json(run)) != _comparable(identity):
-                other = "another search (different config, data or version)"
-        elif (out / "config.yaml").is_file() or (out / "manifest.json").is_file():
-            other = "another run's files"
-        if other and not force:
-            raise DfnasError(f"--out {out} holds {other}; choose a new folder or pass --force to overwrite")
-        if other or force:
+    """Refuse a folder that is not a search of ours, or ours for another config, data or version
+    unless `force` (which clears only our files; `force` on the same search starts it over)."""
+    folder = OutputFolder(out, "search", legacy=("run.json", "space_cfg"))
+    prev = folder.claim()
+    if prev is not None:
+        old, new = _comparable(prev), _comparable(identity)
+        if folder.changed(differing_keys(old, new), force, "config, data or version") or force:
             for f in OUR_FILES:
                 (out / f).unlink(missing_ok=True)
         clean_temp_files(out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run, identity)
+    folder.save(identity)
+    atomic_write_json(out / "run.json", identity)
 
 
 def plot_history(result: SearchResult, path: Path, title: str) -> None:

@@ -1,5 +1,5 @@
 """Synthesis: model inversion with BN-statistics matching, recursive label calibration and
-regional update (SPEC section 2). Entry point: `synthesize(teacher, SynthConfig(...), out)`."""
+regional update. Entry point: `synthesize(teacher, SynthConfig(...), out)`."""
 
 from dfnas.synth.run import synthesize
 

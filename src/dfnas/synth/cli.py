@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from dfnas.config import apply_overrides, from_dict, load_yaml
+from dfnas.config import add_config_args, config_from_args
 from dfnas.errors import DfnasError
 from dfnas.synth.config import SynthConfig
 
@@ -18,18 +18,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher", help="mnist-cnn | file.py:factory | package.module:factory | model.ts")
     p.add_argument("--weights", help="state dict for a factory teacher (.safetensors or .pt)")
     p.add_argument("--spec", help="input spec JSON (needed for user teachers)")
-    p.add_argument("--out", help="output folder (created; an unfinished run there is resumed)")
-    p.add_argument("--config", help="YAML file with synth settings (flat, or under a 'synth:' section)")
     p.add_argument("--per-class", type=int, dest="per_class", help="images per class per round")
     p.add_argument("--rounds", type=int, help="label-calibration rounds (1 = plain inversion)")
     p.add_argument("--steps", type=int, help="optimisation steps per batch")
     p.add_argument("--batch-size", type=int, dest="batch_size")
     p.add_argument("--no-regional", action="store_true", help="update the whole image every step (ablation)")
     p.add_argument("--seed", type=int)
-    p.add_argument("--device", help="cpu | cuda | cuda:1 ...")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any synth setting, e.g. --set tv_l2=0.002")
-    p.add_argument("--force", action="store_true", help="replace an existing synthetic set made with another config")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or report table")
+    add_config_args(p, "synth", out_help="output folder (created; an unfinished run there is resumed)")
     p.set_defaults(func=_synth)
     esub = p.add_subparsers(dest="synth_command", metavar="export")
     e = esub.add_parser("export", help="write a synthetic set as an ImageFolder tree of PNGs")
@@ -39,17 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def synth_config_from_args(args: argparse.Namespace) -> SynthConfig:
-    data: dict = {}
-    if args.config:
-        raw = load_yaml(args.config)
-        data = raw.get("synth", raw) if isinstance(raw.get("synth"), dict) else raw
-    for key in ("per_class", "rounds", "steps", "batch_size", "seed", "device"):
-        if getattr(args, key) is not None:
-            data[key] = getattr(args, key)
-    if args.no_regional:
-        data["regional"] = False
-    apply_overrides(data, [s.removeprefix("synth.") for s in args.set])
-    return from_dict(SynthConfig, data, prefix="synth.")
+    flags = {k: getattr(args, k) for k in ("per_class", "rounds", "steps", "batch_size", "seed", "device")}
+    return config_from_args(SynthConfig, args, "synth", {**flags, "regional": False if args.no_regional else None})
 
 
 def _synth(args: argparse.Namespace) -> int:

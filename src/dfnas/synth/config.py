@@ -9,7 +9,7 @@ from dfnas.errors import DfnasError
 
 @dataclasses.dataclass
 class SynthConfig:
-    """Model inversion with recursive label calibration and regional update (SPEC section 2).
+    """Model inversion with recursive label calibration and regional update.
 
     Sizes default to `None` = derived from the teacher's input size by `resolve()`.
     """

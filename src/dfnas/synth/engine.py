@@ -1,4 +1,4 @@
-"""One batch of model inversion: the inner loop of `dfnas synth` (SPEC section 2).
+"""One batch of model inversion: the inner loop of `dfnas synth`.
 
     x (B,C,h,w) in [0,1]  --crop+resize+flip(+zoom/turn)-->  view (B,C,H,W)  --spec-->  teacher input
     loss = task(teacher(roll(input)), target) + a_feat * sum_l w_l BN_l + priors(view)

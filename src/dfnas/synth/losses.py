@@ -1,4 +1,4 @@
-"""Image priors and the task loss of model inversion (SPEC section 2).
+"""Image priors and the task loss of model inversion.
 
 Priors are per-element means, so a weight means the same at 28 px and at 224 px.
 """

@@ -30,6 +30,7 @@ from dfnas import __version__
 from dfnas.data.synthetic import FORMAT, FORMAT_VERSION, SHARD_KEYS, load_manifest, read_dataset
 from dfnas.errors import DfnasError
 from dfnas.io import atomic_save, atomic_write_json, clean_temp_files, sha256_file
+from dfnas.io.folders import OutputFolder
 
 
 def shard_name(round_: int, batch: int) -> str:
@@ -48,24 +49,18 @@ class DatasetWriter:
     def _open(self, force: bool) -> dict[str, Any]:
         root = self.root
         mpath = root / "manifest.json"
-        if root.exists() and not root.is_dir():
-            raise DfnasError(f"output {root} is a file; pass --out with a folder")
-        if root.is_dir() and any(root.iterdir()):
-            if not mpath.is_file():
-                raise DfnasError(f"output folder {root} is not empty and holds no dfnas manifest; choose a new or empty --out (nothing was changed)")
+        folder = OutputFolder(root, "synth", legacy=("manifest.json", "format"))
+        if folder.claim() is not None:
             manifest = load_manifest(root, fix="move the folder away or choose another --out")
-            if force:
+            same = manifest.get("fingerprint") == self.header["fingerprint"]
+            # --force on the same settings starts over too: the way out of a damaged shard
+            if folder.changed([] if same else ["the loss of an older dfnas, or"], force, "teacher or config") or force:
                 self._wipe()
-            elif manifest.get("fingerprint") != self.header["fingerprint"]:
-                raise DfnasError(
-                    f"{root} holds a synthetic set made with another teacher or config (or by an older "
-                    "dfnas whose loss differs); choose another --out, or pass --force to replace it"
-                )
             else:
                 clean_temp_files(root)
                 self._verify(manifest)
                 return manifest
-        root.mkdir(parents=True, exist_ok=True)
+        folder.save({"fingerprint": self.header["fingerprint"]})
         manifest = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "dfnas_version": __version__,
             "status": "running", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -7,7 +7,7 @@ import json
 
 import torch
 
-from dfnas.config import apply_overrides, from_dict, to_dict
+from dfnas.config import add_config_args, config_from_args, to_dict
 from dfnas.data.sources import task_names
 from dfnas.teachers.config import TeacherTrainConfig
 
@@ -19,10 +19,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     t = tsub.add_parser("train", help="train a bundled teacher from scratch (reproduces the shipped weights)")
     t.add_argument("task", choices=task_names(), help="the bundled task whose train split it learns")
-    t.add_argument("--out", required=True, help="output folder for <name>.safetensors and <name>.json")
     t.add_argument("--epochs", type=int, default=None)
     t.add_argument("--seed", type=int, default=None)
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a TeacherTrainConfig field")
+    add_config_args(t, "teacher", out_help="output folder for <name>.safetensors and <name>.json", out_required=True,
+                    device=False)
     t.set_defaults(func=_train)
 
     i = tsub.add_parser("info", help="load and validate a teacher, print its spec, BN count and a check of the spec's input units")
@@ -43,13 +43,8 @@ def _add_teacher_args(p: argparse.ArgumentParser, required: bool = True) -> None
 def _train(args: argparse.Namespace) -> int:
     from dfnas.teachers.train import train_teacher
 
-    d = apply_overrides({}, args.set)
-    if args.epochs is not None:
-        d["epochs"] = args.epochs
-    if args.seed is not None:
-        d["seed"] = args.seed
-    cfg = from_dict(TeacherTrainConfig, d)
-    rec = train_teacher(cfg, args.out, args.task)
+    cfg = config_from_args(TeacherTrainConfig, args, "teacher", {"epochs": args.epochs, "seed": args.seed})
+    rec = train_teacher(cfg, args.out, args.task, progress=not args.quiet, force=args.force)
     print(json.dumps({k: rec[k] for k in ("test_accuracy", "train_accuracy", "train_seconds")}))
     print(f"resolved config: {to_dict(cfg)}")
     return 0

@@ -23,6 +23,7 @@ from dfnas.config import to_dict
 from dfnas.data.sources import TASKS
 from dfnas.data.transforms import augment
 from dfnas.io import atomic_save, atomic_write_json, sha256_tensors
+from dfnas.io.folders import OutputFolder, differing_keys
 from dfnas.teachers.config import TeacherTrainConfig
 from dfnas.teachers.mnist_cnn import MnistCNN
 
@@ -41,12 +42,22 @@ def teacher_name(task: str) -> str:
     return f"{task}-cnn"
 
 
-def train_teacher(cfg: TeacherTrainConfig, out: str | Path, task: str = "mnist", progress: bool = True) -> dict[str, Any]:
-    """Train `MnistCNN` on `task`'s train split; writes <task>-cnn.safetensors and its record."""
+def train_teacher(cfg: TeacherTrainConfig, out: str | Path, task: str = "mnist", progress: bool = True,
+                  force: bool = False) -> dict[str, Any]:
+    """Train `MnistCNN` on `task`'s train split; writes <task>-cnn.safetensors and its record.
+    `force`: start over in a folder this made for another task or recipe."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     spec_fn, split_fn, split_words = TASKS[task]
     name = teacher_name(task)
+    identity = {"task": task, "recipe": to_dict(cfg)}
+    folder = OutputFolder(out, "teacher", legacy=(f"{name}.json", "recipe"))
+    prev = folder.claim()
+    if prev is not None and folder.is_legacy:
+        prev = {"task": prev.get("task"), "recipe": prev.get("recipe")}
+    if prev is not None and folder.changed(differing_keys(prev, identity), force, "task or recipe"):
+        for f in (f"{name}-train.ckpt", f"{name}.safetensors", f"{name}.json"):
+            (out / f).unlink(missing_ok=True)
+    folder.save(identity)
     spec = spec_fn()
     xtr, ytr = split_fn("train")
     xte, yte = split_fn("test")

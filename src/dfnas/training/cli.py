@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from dfnas.config import apply_overrides, from_dict, load_yaml, to_dict
+from dfnas.config import add_config_args, config_from_args, to_dict
 from dfnas.errors import DfnasError
 from dfnas.training.config import TrainConfig
 
@@ -29,11 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
     t.add_argument("--batch-size", type=int, default=None)
     t.add_argument("--lr", type=float, default=None)
-    t.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps ...")
-    t.add_argument("--config", default=None, help="YAML file with a 'train:' section (or TrainConfig keys)")
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a TrainConfig field")
-    t.add_argument("--out", required=True, help="output folder (metrics.json, seed*/weights.safetensors)")
-    t.add_argument("--no-progress", action="store_true")
+    add_config_args(t, "train", out_help="output folder (metrics.json, seed*/weights.safetensors)", out_required=True)
     t.set_defaults(func=_train)
 
     e = sub.add_parser("export", help="export a trained architecture to ONNX or TorchScript (outputs checked)")
@@ -42,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--format", required=True, choices=["onnx", "torchscript"])
     e.add_argument("--out", required=True)
     e.add_argument("--no-check", action="store_true", help="skip comparing the exported model's outputs")
+    e.add_argument("--force", action="store_true", help="replace an existing --out file")
     e.set_defaults(func=_export)
 
 
@@ -56,16 +53,8 @@ def _parse_seeds(text: str) -> list[int]:
 
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
-    data = load_yaml(args.config) if args.config else {}
-    if isinstance(data.get("train"), dict):
-        data = data["train"]
-    data = {"train": data}
-    apply_overrides(data, [s if s.startswith("train.") else f"train.{s}" for s in args.set])
-    d = data["train"]
-    for key, val in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr), ("device", args.device)):
-        if val is not None:
-            d[key] = val
-    return from_dict(TrainConfig, d, prefix="train.")
+    return config_from_args(TrainConfig, args, "train",
+                            {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "device")})
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -88,7 +77,7 @@ def _train(args: argparse.Namespace) -> int:
     if test_source is None:
         print("dfnas: note: no --test-data given; metrics.json will have no test accuracy")
     metrics = train_arch(record, source, test_source, seeds=seeds, out=args.out, teacher=teacher, cfg=cfg,
-                         progress=not args.no_progress)
+                         progress=not args.quiet, force=args.force)
     assert metrics is not None
     print(json.dumps({k: metrics[k] for k in ("test_accuracy_mean", "test_accuracy_std", "flops", "params", "wall_seconds")}))
     print(f"resolved config: {to_dict(cfg)}")
@@ -98,6 +87,6 @@ def _train(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from dfnas.training.export import export_model
 
-    res = export_model(args.arch, args.weights, args.format, args.out, check=not args.no_check)
+    res = export_model(args.arch, args.weights, args.format, args.out, check=not args.no_check, force=args.force)
     print(json.dumps(res))
     return 0

@@ -19,6 +19,7 @@ from torch import nn
 
 from dfnas.errors import DfnasError
 from dfnas.io import atomic_save
+from dfnas.io.folders import claim_file
 from dfnas.spaces.arch import ArchRecord, build_network, load_arch
 
 FORMATS = ("onnx", "torchscript")
@@ -50,10 +51,12 @@ def _check_close(ref: torch.Tensor, got: Any, what: str, atol: float) -> float:
 
 
 def export_model(record: ArchRecord | str | Path, weights: str | Path | None, fmt: str, out: str | Path,
-                 check: bool = True, atol: float = 1e-4, seed: int = 0) -> dict[str, Any]:
-    """Write the exported model to `out`; returns {format, out, checked_with, max_abs_diff}."""
+                 check: bool = True, atol: float = 1e-4, seed: int = 0, force: bool = False) -> dict[str, Any]:
+    """Write the exported model to `out` (an existing file only with `force`); returns
+    {format, out, checked_with, max_abs_diff}."""
     if fmt not in FORMATS:
         raise DfnasError(f"unknown export format '{fmt}'; choose one of {list(FORMATS)}")
+    claim_file(out, force)
     if not isinstance(record, ArchRecord):
         record = load_arch(record)
     net = build_network(record)

@@ -13,7 +13,9 @@ seed and mean +- std, FLOPs, params and wall time. Weights are saved as safetens
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 import statistics
 import time
 from collections.abc import Sequence
@@ -31,6 +33,7 @@ from dfnas.data.sources import Source
 from dfnas.data.transforms import augment
 from dfnas.errors import DfnasError
 from dfnas.io import atomic_save, atomic_write_json, derive_seed, sha256_tensors
+from dfnas.io.folders import OutputFolder, differing_keys
 from dfnas.spaces.arch import ArchRecord, build_network, load_arch
 from dfnas.spaces.profile import profile
 from dfnas.teachers.online import teacher_logits
@@ -185,11 +188,12 @@ def _train_one_seed(record: ArchRecord, source: Source, test_source: Source | No
 def train_arch(record: ArchRecord | str | Path, source: Source, test_source: Source | None = None,
                epochs: int | None = None, seeds: Sequence[int] = (0,), out: str | Path = "train",
                teacher: nn.Module | None = None, cfg: TrainConfig | None = None, progress: bool = True,
-               max_epochs_this_call: int | None = None) -> dict[str, Any] | None:
+               max_epochs_this_call: int | None = None, force: bool = False) -> dict[str, Any] | None:
     """Train the architecture once per seed; returns (and writes) `metrics.json`'s content.
 
     `teacher`: an online teacher module (KD on each augmented view) taking normalised input.
     `max_epochs_this_call` stops early (returns None) and leaves checkpoints to resume from.
+    `force`: start over in a folder this function made for another architecture, data or config.
     """
     if not isinstance(record, ArchRecord):
         record = load_arch(record)
@@ -203,16 +207,24 @@ def train_arch(record: ArchRecord | str | Path, source: Source, test_source: Sou
     if test_source is not None:
         check_compatible(record, test_source, "test data")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     run_key = {"choices": record.choices, "space": record.space, "space_cfg": record.space_cfg,
                "data": source.identity, "config": result_keys(to_dict(cfg), "train"), "teacher": teacher is not None}
+    run_key = json.loads(json.dumps(run_key))  # as it reads back from the marker
+    folder = OutputFolder(out, "train", legacy=("metrics.json", "per_seed"))
+    prev = folder.claim()
+    # an older dfnas's folder has no marker identity: its seed folders are checked one by one below
+    if prev is not None and not folder.is_legacy and folder.changed(differing_keys(prev, run_key), force,
+                                                                    "architecture, data or config"):
+        for d in out.glob("seed*"):
+            if d.is_dir():
+                shutil.rmtree(d)
+        (out / "metrics.json").unlink(missing_ok=True)
+    folder.save(run_key)
     per_seed = []
     for seed in seeds:
         seed_dir = out / f"seed{seed}"
         done = seed_dir / "result.json"
         if done.is_file():
-            import json
-
             res = json.loads(done.read_text())
             if _same_run(res.get("run_key"), run_key):
                 per_seed.append(res)
