@@ -165,8 +165,19 @@ def test_bad_config_file_names_key_and_allowed(tmp_path: Path, capsys) -> None:
     assert "train.epoch" in err and "allowed keys" in err and "epochs" in err
 
 
-def test_demo_yaml_is_the_embedded_default() -> None:
-    assert load_yaml(CONFIGS / "demo.yaml") == DEMO
+def test_demo_yaml_is_the_embedded_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No --config, `--config demo` (a shipped name, from any folder) and the repository's
+    configs/demo.yaml give one resolved config."""
+    from dfnas.cli import build_parser
+    from dfnas.pipeline.cli import run_config_from_args
+
+    monkeypatch.chdir(tmp_path)
+    parse = build_parser().parse_args
+    cfgs = [run_config_from_args(parse(["run", *a])) for a in ([], ["--config", "demo"],
+                                                              ["--config", str(CONFIGS / "demo.yaml")])]
+    assert cfgs[0] == cfgs[1] == cfgs[2] and cfgs[0].synth.per_class == DEMO["synth"]["per_class"]
+    with pytest.raises(DfnasError, match="shipped config name.*bench-clutter.*demo"):
+        load_yaml("nosuchconfig")
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml") if not p.name.startswith("bench")))

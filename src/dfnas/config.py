@@ -143,10 +143,19 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+def packaged_configs() -> list[str]:
+    """Names of the configs shipped inside dfnas (the repository's `configs/` folder)."""
+    return sorted(p.stem for p in (Path(__file__).parent / "configs").glob("*.yaml"))
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping from a file, or a shipped config by name (`--config demo`, `--config spos`)."""
     p = Path(path)
+    if not p.is_file() and p.suffix == "" and p.name == str(path) and p.name in packaged_configs():
+        p = Path(__file__).parent / "configs" / f"{p.name}.yaml"
     if not p.is_file():
-        raise DfnasError(f"config file not found: {p}; pass an existing YAML file")
+        raise DfnasError(f"config file not found: {p}; pass an existing YAML file or a shipped config name "
+                         f"({', '.join(packaged_configs())})")
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:
@@ -189,7 +198,8 @@ def add_config_args(p: argparse.ArgumentParser, section: str, *, out_help: str |
     """The flags every command shares, with one meaning: --config, --set, --out, --device,
     --force, --quiet. Precedence (see `config_from_args`): defaults < --config < flags < --set."""
     where = f"{section} keys, flat or under a '{section}:' section" if section else "every section"
-    p.add_argument("--config", default=None, metavar="FILE", help=f"YAML file ({where})")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help=f"YAML file ({where}), or the name of a shipped config: {', '.join(packaged_configs())}")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any setting (wins over --config and the flags), e.g. --set "
                         + {"synth": "tv_l2=0.002", "search": "darts.order=2", "train": "lr=0.1",

