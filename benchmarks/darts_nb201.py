@@ -36,9 +36,10 @@ def main() -> None:
     from dfnas.data.sources import load_source
     from dfnas.spaces import create_space
     from dfnas.strategies import create_strategy
-    from dfnas.strategies.common import SearchContext, search_loss
     from dfnas.strategies.config import SearchConfig
+    from dfnas.strategies.context import SearchContext
     from dfnas.strategies.search_data import SearchData
+    from dfnas.training.losses import target_loss
 
     cfg = from_dict(SearchConfig, {"algo": "darts", "space": "nb201", "batch_size": 64, "darts": {"order": 1}})
     source = load_source("mnist")
@@ -52,7 +53,7 @@ def main() -> None:
     def bare() -> None:
         x, t = next(train)
         net.zero_grad(set_to_none=True)
-        search_loss(net(x), t, cfg.kd_temperature).backward()
+        target_loss(net(x), t, cfg.kd_temperature).backward()
 
     def step() -> None:
         (xt, tt), (xv, tv) = next(train), next(val)

@@ -66,10 +66,11 @@ def child(case: str, steps: int, warmup: int) -> dict:
     from dfnas.data.sources import load_source
     from dfnas.spaces.base import apply_arch, fix, sample_arch
     from dfnas.strategies import create_strategy
-    from dfnas.strategies.common import SearchContext, search_loss
     from dfnas.strategies.config import SearchConfig
+    from dfnas.strategies.context import SearchContext
     from dfnas.strategies.runner import build_supernet
     from dfnas.strategies.search_data import SearchData
+    from dfnas.training.losses import target_loss
 
     algo, space, order = CASES[case]
     cfg = from_dict(SearchConfig, {"algo": algo, "space": space, "batch_size": 64, "darts": {"order": order},
@@ -105,7 +106,7 @@ def child(case: str, steps: int, warmup: int) -> dict:
         def rstep() -> None:
             x, t = next(train)
             opt.zero_grad(set_to_none=True)
-            search_loss(fixed(x), t, 3.0).backward()
+            target_loss(fixed(x), t, 3.0).backward()
             opt.step()
         phases = [rstep]
     for _ in range(warmup):

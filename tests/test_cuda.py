@@ -86,7 +86,7 @@ def test_synthesis_on_cuda_stores_exact_soft_labels(tmp_path, tiny_cfg, amp: boo
                                         ("random", "nb201")])
 def test_search_on_cuda_resumes_on_cpu(tmp_path, algo: str, space: str) -> None:
     from dfnas.data.sources import load_source
-    from dfnas.strategies.common import Hook
+    from dfnas.strategies.context import Hook
 
     class Crash(Exception):
         pass

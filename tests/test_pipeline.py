@@ -203,7 +203,7 @@ def test_paper_scale_supernets_take_one_step() -> None:
     from dfnas.data.spec import InputSpec
     from dfnas.spaces import create_space
     from dfnas.strategies import create_strategy
-    from dfnas.strategies.common import SearchContext
+    from dfnas.strategies.context import SearchContext
     from dfnas.strategies.search_data import SearchData
 
     t0 = time.perf_counter()

@@ -127,10 +127,9 @@ def _mnist_subset(n: int = 64, synthetic: bool = False):
 
 @pytest.mark.parametrize("synthetic", [False, True])
 def test_online_teacher_targets_are_its_logits_on_the_same_view(synthetic: bool) -> None:
-    from dfnas.strategies.common import search_loss
     from dfnas.strategies.config import SearchConfig
     from dfnas.strategies.search_data import SearchData
-    from dfnas.training.losses import kd_loss
+    from dfnas.training.losses import kd_loss, target_loss
 
     cfg = SearchConfig(batch_size=8, seed=3)
     src = _mnist_subset(synthetic=synthetic)
@@ -145,7 +144,7 @@ def test_online_teacher_targets_are_its_logits_on_the_same_view(synthetic: bool)
         assert t.dtype == torch.float32 and not t.is_inference()
         assert torch.allclose(t, teacher.lin(x.flatten(1)).detach(), atol=1e-6)
         student = torch.zeros(len(x), 10, requires_grad=True)
-        loss = search_loss(student, t, cfg.kd_temperature)
+        loss = target_loss(student, t, cfg.kd_temperature)
         loss.backward()  # usable as a target under autograd
         assert torch.allclose(loss, kd_loss(student, t, cfg.kd_temperature))
     n_calls = len(teacher.seen)
@@ -240,8 +239,8 @@ def test_zero_limit_scores_the_whole_val_split_despite_the_epoch_cap() -> None:
 def test_resumed_search_counts_the_seconds_of_earlier_calls(tmp_path) -> None:
     import time
 
-    from dfnas.strategies.common import SearchContext
     from dfnas.strategies.config import SearchConfig
+    from dfnas.strategies.context import SearchContext
     from dfnas.strategies.search_data import SearchData
 
     cfg = SearchConfig(batch_size=4, seed=0)

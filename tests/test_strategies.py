@@ -20,13 +20,15 @@ from dfnas.data.sources import Source
 from dfnas.data.spec import InputSpec
 from dfnas.spaces.base import InputChoice, LayerChoice, apply_arch, sample_arch
 from dfnas.strategies import create_strategy
-from dfnas.strategies.common import Hook, SearchContext, recalibrate_bn, search_loss
 from dfnas.strategies.config import SearchConfig
+from dfnas.strategies.context import Hook, SearchContext
 from dfnas.strategies.costs import flops_cost_model
 from dfnas.strategies.darts import derive_arch
 from dfnas.strategies.evolution import Evolution
 from dfnas.strategies.runner import run_search
 from dfnas.strategies.search_data import SearchData
+from dfnas.training.loop import recalibrate_bn
+from dfnas.training.losses import target_loss
 
 
 class Zero(nn.Module):
@@ -138,11 +140,11 @@ def test_darts_second_order_matches_finite_differences() -> None:
         """L_val(w - xi * (grad_w L_train + wd * w), alpha): the bilevel objective of DARTS."""
         for p, w in zip(params, w0, strict=True):
             p.data.copy_(w)
-        g = torch.autograd.grad(search_loss(model(xt), tt, 3.0), params, allow_unused=True)
+        g = torch.autograd.grad(target_loss(model(xt), tt, 3.0), params, allow_unused=True)
         with torch.no_grad():
             for p, gi in zip(params, g, strict=True):
                 p.sub_(xi * ((gi if gi is not None else 0) + wd * p))
-            val = float(search_loss(model(xv), tv, 3.0))
+            val = float(target_loss(model(xv), tv, 3.0))
         for p, w in zip(params, w0, strict=True):
             p.data.copy_(w)
         return val
@@ -362,7 +364,7 @@ def test_bn_recalibration_sets_exact_batch_statistics() -> None:
 
 
 def test_candidate_score_orders_by_the_chosen_metric() -> None:
-    from dfnas.strategies.common import candidate_score
+    from dfnas.strategies.supernet import candidate_score
 
     sharp, lucky = {"acc": 0.90, "loss": 0.30}, {"acc": 0.92, "loss": 0.60}
     assert candidate_score(lucky, "top1") > candidate_score(sharp, "top1")

@@ -10,6 +10,7 @@ SPOS uniform single path. `fix(model, arch)` turns a supernet into the fixed net
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from collections import OrderedDict
@@ -218,3 +219,17 @@ class FixedInputs(nn.Module):
 
     def forward(self, inputs: list[torch.Tensor]) -> torch.Tensor:
         return sum(inputs[i] for i in self.chosen)
+
+
+def arch_key(arch: Arch) -> str:
+    return json.dumps(arch, sort_keys=True)
+
+
+def choice_instances(model: nn.Module) -> list[LayerChoice | InputChoice]:
+    """Every choice module, including repeats of a shared label (DARTS cells share labels)."""
+    return [m for m in model.modules() if isinstance(m, (LayerChoice, InputChoice))]
+
+
+def set_mixers(model: nn.Module, layer_mixer: Callable | None, input_mixer: Callable | None) -> None:
+    for m in choice_instances(model):
+        m.mixer = layer_mixer if isinstance(m, LayerChoice) else input_mixer

@@ -15,8 +15,8 @@ from torch import nn
 
 from dfnas.errors import DfnasError
 from dfnas.spaces.base import Arch, InputChoice, LayerChoice, choice_modules, most_likely_valid
-from dfnas.strategies.common import SearchContext
 from dfnas.strategies.config import SearchConfig
+from dfnas.strategies.context import SearchContext
 
 
 @dataclasses.dataclass

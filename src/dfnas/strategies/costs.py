@@ -14,8 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dfnas.spaces.base import Arch, InputChoice, LayerChoice
-from dfnas.strategies.common import choice_instances, set_mixers
+from dfnas.spaces.base import Arch, InputChoice, LayerChoice, choice_instances, set_mixers
 
 _ZERO_NAMES = ("none", "zero")
 

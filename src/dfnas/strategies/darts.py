@@ -26,19 +26,14 @@ import torch
 from torch import nn
 
 from dfnas.io import derive_seed
-from dfnas.spaces.base import Arch, InputChoice, LayerChoice
+from dfnas.spaces.base import Arch, InputChoice, LayerChoice, choice_instances, set_mixers
 from dfnas.strategies import register_strategy
 from dfnas.strategies.base import AlphaStrategy, SearchResult
-from dfnas.strategies.common import (
-    SearchContext,
-    choice_instances,
-    evaluate,
-    search_loss,
-    set_mixers,
-    sgd_step,
-    weight_optimizer,
-)
+from dfnas.strategies.context import SearchContext
 from dfnas.strategies.costs import is_zero_op, probe
+from dfnas.strategies.supernet import sgd_step, weight_optimizer
+from dfnas.training.loop import evaluate
+from dfnas.training.losses import target_loss
 
 
 def derive_arch(probs: dict[str, torch.Tensor], names: dict[str, list[str]],
@@ -130,7 +125,7 @@ class DartsStrategy(AlphaStrategy):
             self._frozen = False
 
     def _loss(self, model: nn.Module, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return search_loss(model(x), t, self.cfg.kd_temperature)
+        return target_loss(model(x), t, self.cfg.kd_temperature)
 
     def arch_grads(self, model: nn.Module, xt: torch.Tensor, tt: torch.Tensor,
                    xv: torch.Tensor, tv: torch.Tensor) -> tuple[list[torch.Tensor], float]:

@@ -16,8 +16,7 @@ from typing import Any
 
 from dfnas.errors import DfnasError
 from dfnas.io import derive_seed
-from dfnas.spaces.base import Arch
-from dfnas.strategies.common import arch_key
+from dfnas.spaces.base import Arch, arch_key
 
 
 class Evolution:

@@ -30,25 +30,19 @@ import torch
 from torch import nn
 
 from dfnas.io import derive_seed
-from dfnas.spaces.base import Arch, LayerChoice
+from dfnas.spaces.base import Arch, LayerChoice, choice_instances, set_mixers
 from dfnas.strategies import register_strategy
 from dfnas.strategies.base import AlphaStrategy, SearchResult
-from dfnas.strategies.common import (
-    SearchContext,
-    choice_instances,
-    evaluate,
-    recalibrate_bn,
-    search_loss,
-    set_mixers,
-    sgd_step,
-    weight_optimizer,
-)
+from dfnas.strategies.context import SearchContext
 from dfnas.strategies.costs import (
     CostModel,
     default_latency_cache,
     flops_cost_model,
     latency_cost_model,
 )
+from dfnas.strategies.supernet import sgd_step, weight_optimizer
+from dfnas.training.loop import evaluate, recalibrate_bn
+from dfnas.training.losses import target_loss
 
 
 class _TwoPathGate(torch.autograd.Function):
@@ -159,7 +153,7 @@ class ProxylessStrategy(AlphaStrategy):
 
     def arch_step(self, model: nn.Module, x: torch.Tensor, t: torch.Tensor, g: torch.Generator) -> float:
         self.sample_pairs(g)
-        task = search_loss(model(x), t, self.cfg.kd_temperature)
+        task = target_loss(model(x), t, self.cfg.kd_temperature)
         loss = self.hw_loss(task)
         labels = [k for k, m in self.mode.items() if m[0] == "gate"]
         gates = [self.mode[k][2] for k in labels]

@@ -17,19 +17,14 @@ import torch
 from torch import nn
 
 from dfnas.io import derive_seed
-from dfnas.spaces.base import Arch, apply_arch, fix, sample_arch
+from dfnas.spaces.base import Arch, apply_arch, arch_key, fix, sample_arch
 from dfnas.strategies import register_strategy
 from dfnas.strategies.base import SearchResult, Strategy
-from dfnas.strategies.common import (
-    SearchContext,
-    arch_key,
-    candidate_score,
-    clip_grads,
-    cosine,
-    evaluate,
-    search_loss,
-)
+from dfnas.strategies.context import SearchContext
 from dfnas.strategies.costs import flops_cost_model
+from dfnas.strategies.supernet import candidate_score
+from dfnas.training.loop import cosine, evaluate, optimizer_step
+from dfnas.training.losses import target_loss
 
 
 @register_strategy
@@ -65,11 +60,8 @@ class RandomStrategy(Strategy):
             for gr in opt.param_groups:
                 gr["lr"] = cosine(step, rc.train_steps, cfg.lr, cfg.lr_min)
             x, t = next(stream)
-            opt.zero_grad(set_to_none=True)
-            loss = search_loss(net(x), t, cfg.kd_temperature)
-            loss.backward()
-            clip_grads(net, cfg.grad_clip)
-            opt.step()
+            loss = target_loss(net(x), t, cfg.kd_temperature)
+            optimizer_step(opt, loss, net, cfg.grad_clip)
         res = evaluate(net, ctx.data.batches("val", "score", train_aug=False, limit=rc.val_batches),
                        cfg.kd_temperature)
         return {"val_acc": res["acc"], "val_loss": res["loss"], "train_loss": loss.item()}

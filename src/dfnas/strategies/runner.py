@@ -37,10 +37,10 @@ from dfnas.io import (
     derive_seed,
 )
 from dfnas.io.folders import OutputFolder, differing_keys
-from dfnas.spaces.base import fix, validate_arch
+from dfnas.spaces.base import fix, set_mixers, validate_arch
 from dfnas.strategies import SearchResult, compatible_spaces, create_strategy, list_strategies
-from dfnas.strategies.common import Hook, SearchContext, set_mixers
 from dfnas.strategies.config import SearchConfig
+from dfnas.strategies.context import Hook, SearchContext
 from dfnas.strategies.search_data import SearchData
 from dfnas.teachers import Teacher
 from dfnas.teachers.online import OnlineTeacher, check_teacher_fits

@@ -23,17 +23,12 @@ from dfnas.io import derive_seed
 from dfnas.spaces.base import Arch, apply_arch, arch_valid, sample_arch
 from dfnas.strategies import register_strategy
 from dfnas.strategies.base import SearchResult, Strategy
-from dfnas.strategies.common import (
-    SearchContext,
-    candidate_score,
-    evaluate,
-    recalibrate_bn,
-    sgd_step,
-    weight_optimizer,
-)
+from dfnas.strategies.context import SearchContext
 from dfnas.strategies.costs import CostModel, flops_cost_model
 from dfnas.strategies.evolution import Evolution
 from dfnas.strategies.search_data import SearchData
+from dfnas.strategies.supernet import candidate_score, sgd_step, weight_optimizer
+from dfnas.training.loop import evaluate, recalibrate_bn
 
 
 @register_strategy

@@ -1,29 +1,23 @@
-"""`dfnas teacher ...`: train the bundled teacher, inspect a teacher."""
+"""`dfnas teacher info`: load a teacher, check its spec and input units. (`dfnas teacher train`,
+which reproduces a bundled teacher, is registered by the training stage.)"""
 
 from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 import torch
 
-from dfnas.config import add_config_args, config_from_args, to_dict
-from dfnas.data.sources import task_names
-from dfnas.teachers.config import TeacherTrainConfig
+ACTIONS: Any = None  # the `dfnas teacher` subcommands, once registered
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("teacher", help="train a bundled teacher or inspect a teacher")
     tsub = p.add_subparsers(dest="teacher_command", metavar="ACTION")
     tsub.required = True
-
-    t = tsub.add_parser("train", help="train a bundled teacher from scratch (reproduces the shipped weights)")
-    t.add_argument("task", choices=task_names(), help="the bundled task whose train split it learns")
-    t.add_argument("--epochs", type=int, default=None)
-    t.add_argument("--seed", type=int, default=None)
-    add_config_args(t, "teacher", out_help="output folder for <name>.safetensors and <name>.json", out_required=True,
-                    device=False)
-    t.set_defaults(func=_train)
+    global ACTIONS
+    ACTIONS = tsub  # `dfnas teacher train` is added by the training stage (dfnas.training.cli)
 
     i = tsub.add_parser("info", help="load and validate a teacher, print its spec, BN count and a check of the spec's input units")
     _add_teacher_args(i)
@@ -38,16 +32,6 @@ def _add_teacher_args(p: argparse.ArgumentParser, required: bool = True) -> None
                    help="bundled name (mnist-cnn, mnist-clutter-cnn), file.py:factory, package.module:factory, or a TorchScript file")
     p.add_argument("--weights", default=None, help="state dict for a factory teacher (.safetensors or .pt)")
     p.add_argument("--spec", default=None, help="input spec JSON (required for user teachers)")
-
-
-def _train(args: argparse.Namespace) -> int:
-    from dfnas.teachers.train import train_teacher
-
-    cfg = config_from_args(TeacherTrainConfig, args, "teacher", {"epochs": args.epochs, "seed": args.seed})
-    rec = train_teacher(cfg, args.out, args.task, progress=not args.quiet, force=args.force)
-    print(json.dumps({k: rec[k] for k in ("test_accuracy", "train_accuracy", "train_seconds")}))
-    print(f"resolved config: {to_dict(cfg)}")
-    return 0
 
 
 def _info(args: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
-"""`dfnas train` (train a found architecture on real or synthetic data) and `dfnas export`.
+"""`dfnas train` (train a found architecture on real or synthetic data), `dfnas export`, and
+`dfnas teacher train` (reproduce a bundled teacher).
 
     dfnas train --arch runs/s/arch.json --data mnist --epochs 20 --seeds 0,1,2 --out runs/t
     dfnas train --arch arch.json --data runs/synth --test-data mnist --out runs/t-kd
@@ -11,7 +12,9 @@ import argparse
 import json
 
 from dfnas.config import add_config_args, config_from_args, to_dict
+from dfnas.data.sources import task_names
 from dfnas.errors import DfnasError
+from dfnas.teachers.config import TeacherTrainConfig
 from dfnas.training.config import TrainConfig
 
 
@@ -31,6 +34,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--lr", type=float, default=None)
     add_config_args(t, "train", out_help="output folder (metrics.json, seed*/weights.safetensors)", out_required=True)
     t.set_defaults(func=_train)
+
+    from dfnas.teachers import cli as teachers_cli
+
+    t = teachers_cli.ACTIONS.add_parser("train", help="train a bundled teacher from scratch (reproduces the shipped weights)")
+    t.add_argument("task", choices=task_names(), help="the bundled task whose train split it learns")
+    t.add_argument("--epochs", type=int, default=None)
+    t.add_argument("--seed", type=int, default=None)
+    add_config_args(t, "teacher", out_help="output folder for <name>.safetensors and <name>.json", out_required=True,
+                    device=False)
+    t.set_defaults(func=_train_teacher)
 
     e = sub.add_parser("export", help="export a trained architecture to ONNX or TorchScript (outputs checked)")
     e.add_argument("--arch", required=True)
@@ -89,4 +102,14 @@ def _export(args: argparse.Namespace) -> int:
 
     res = export_model(args.arch, args.weights, args.format, args.out, check=not args.no_check, force=args.force)
     print(json.dumps(res))
+    return 0
+
+
+def _train_teacher(args: argparse.Namespace) -> int:
+    from dfnas.training.teacher import train_teacher
+
+    cfg = config_from_args(TeacherTrainConfig, args, "teacher", {"epochs": args.epochs, "seed": args.seed})
+    rec = train_teacher(cfg, args.out, args.task, progress=not args.quiet, force=args.force)
+    print(json.dumps({k: rec[k] for k in ("test_accuracy", "train_accuracy", "train_seconds")}))
+    print(f"resolved config: {to_dict(cfg)}")
     return 0

@@ -38,6 +38,7 @@ from dfnas.spaces.arch import ArchRecord, build_network, load_arch
 from dfnas.spaces.profile import profile
 from dfnas.teachers.online import teacher_logits
 from dfnas.training.config import TrainConfig
+from dfnas.training.loop import accuracy, optimizer_step, warmup_cosine
 from dfnas.training.losses import kd_loss
 
 
@@ -58,30 +59,15 @@ def _same_run(old: dict[str, Any] | None, run_key: dict[str, Any]) -> bool:
     return old is not None and {**old, "config": result_keys(old.get("config", {}), "train")} == run_key
 
 
-@torch.inference_mode()
 def evaluate(model: nn.Module, source: Source, device: torch.device | str = "cpu", batch_size: int = 500) -> float:
     """Top-1 accuracy against the source's labels."""
-    model.eval()
-    correct = 0
-    for i in range(0, len(source), batch_size):
-        xb = source.normalize(source.x[i:i + batch_size].to(device).float().div_(255))
-        correct += int((model(xb).argmax(1) == source.y[i:i + batch_size].to(device)).sum())
-    return correct / len(source)
+    return accuracy(model, source.x, source.y, source.normalize, device, batch_size)
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
     if not values:
         return float("nan"), float("nan")
     return float(statistics.fmean(values)), float(statistics.stdev(values)) if len(values) > 1 else 0.0
-
-
-def lr_factor(step: int, total: int, warmup: int, floor: float) -> float:
-    """Multiplier of the base lr: linear warm-up from 1/100 over `warmup` steps, then cosine
-    from 1 down to `floor` at `total`."""
-    if step < warmup:
-        return 0.01 + 0.99 * step / warmup
-    span = max(total - warmup, 1)
-    return floor + 0.5 * (1 - floor) * (1 + math.cos(math.pi * min(step - warmup, span) / span))
 
 
 def _train_one_seed(record: ArchRecord, source: Source, test_source: Source | None, cfg: TrainConfig,
@@ -97,7 +83,7 @@ def _train_one_seed(record: ArchRecord, source: Source, test_source: Source | No
     bs = min(cfg.batch_size, n)
     steps_per_epoch = max(1, n // bs)
     total = cfg.epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, round(cfg.warmup_epochs * steps_per_epoch),
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, round(cfg.warmup_epochs * steps_per_epoch),
                                                                     cfg.lr_min / cfg.lr))
     gen = torch.Generator().manual_seed(derive_seed(seed, "batches"))
     shift = cfg.max_shift if cfg.max_shift is not None else source.spec.height // 14
@@ -141,11 +127,7 @@ def _train_one_seed(record: ArchRecord, source: Source, test_source: Source | No
                 loss = kd_loss(out, logits_all[idx].to(device), cfg.kd_temperature)
             else:
                 loss = F.cross_entropy(out, yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-            opt.step()
+            optimizer_step(opt, loss, net, cfg.grad_clip)
             sched.step()
             loss_sum += float(loss.detach()) * len(idx)
             correct += int((out.detach().argmax(1) == yb).sum())

@@ -26,16 +26,7 @@ from dfnas.io import atomic_save, atomic_write_json, sha256_tensors
 from dfnas.io.folders import OutputFolder, differing_keys
 from dfnas.teachers.config import TeacherTrainConfig
 from dfnas.teachers.mnist_cnn import MnistCNN
-
-
-@torch.inference_mode()
-def evaluate(model: torch.nn.Module, x_u8: torch.Tensor, y: torch.Tensor, normalize, batch: int = 500) -> float:
-    model.eval()
-    correct = 0
-    for i in range(0, len(x_u8), batch):
-        xb = normalize(x_u8[i : i + batch].float() / 255)
-        correct += (model(xb).argmax(1) == y[i : i + batch]).sum().item()
-    return correct / len(x_u8)
+from dfnas.training.loop import accuracy, cosine, optimizer_step
 
 
 def teacher_name(task: str) -> str:
@@ -66,7 +57,7 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, task: str = "mnist",
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(xtr) / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine(s, total, 1.0, 0.0))
     gen = torch.Generator().manual_seed(cfg.seed)
     start_epoch = 0
     ckpt = out / f"{name}-train.ckpt"
@@ -86,17 +77,15 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, task: str = "mnist",
             idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
             xb = augment(xtr[idx].float() / 255, max_shift=2, flip=False, generator=gen)
             loss = F.cross_entropy(model(spec.normalize(xb)), ytr[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            optimizer_step(opt, loss, model)
             sched.step()
-        acc = evaluate(model, xte, yte, spec.normalize)
+        acc = accuracy(model, xte, yte, spec.normalize)
         bar.set_postfix(loss=f"{loss.item():.3f}", test_acc=f"{acc:.4f}")
         state = {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                  "gen": gen.get_state(), "epoch": epoch + 1}
         atomic_save(ckpt, lambda p, s=state: torch.save(s, p))
-    acc = evaluate(model, xte, yte, spec.normalize)
-    train_acc = evaluate(model, xtr, ytr, spec.normalize)
+    acc = accuracy(model, xte, yte, spec.normalize)
+    train_acc = accuracy(model, xtr, ytr, spec.normalize)
     from safetensors.torch import save_file
 
     sd = {k: v.contiguous() for k, v in model.state_dict().items()}
