@@ -14,7 +14,7 @@ import json
 import math
 import random
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -133,6 +133,29 @@ def sample_arch(model: nn.Module, rng: random.Random, max_tries: int = 1000) -> 
         if arch_valid(model, arch):
             return arch
     raise DfnasError(f"no valid architecture in {max_tries} uniform samples of {type(model).__name__}")
+
+
+def sample_distinct(model: nn.Module, n: int, rng: random.Random, max_draws: int,
+                    accept: Callable[[Arch], Arch | None] | None = None, first: Sequence[Arch] = ()) -> list[Arch]:
+    """Up to `n` distinct architectures: `first` (deduplicated), then uniform valid draws, at
+    most `max_draws` of them. `accept` maps a draw to the architecture to keep, or None to
+    reject it (a FLOPs limit, a shrink into a budget); it is called once per draw, in order."""
+    out: list[Arch] = []
+    seen: set[str] = set()
+    for a in first:
+        if arch_key(a) not in seen:
+            seen.add(arch_key(a))
+            out.append(dict(a))
+    for _ in range(max_draws):
+        if len(out) >= n:
+            break
+        a = sample_arch(model, rng)
+        a = accept(a) if accept is not None else a
+        if a is None or arch_key(a) in seen:
+            continue
+        seen.add(arch_key(a))
+        out.append(a)
+    return out
 
 
 def most_likely_valid(model: nn.Module, arch: Arch, probs: dict[str, torch.Tensor], max_archs: int = 200_000) -> Arch:

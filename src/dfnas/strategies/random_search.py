@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from dfnas.io import derive_seed
-from dfnas.spaces.base import Arch, apply_arch, arch_key, fix, sample_arch
+from dfnas.spaces.base import Arch, apply_arch, arch_key, fix, sample_distinct
 from dfnas.strategies import register_strategy
 from dfnas.strategies.base import SearchResult, Strategy
 from dfnas.strategies.context import SearchContext
@@ -36,17 +36,8 @@ class RandomStrategy(Strategy):
         s = ctx.data.spec
         cost = flops_cost_model(model, (s.channels, s.height, s.width)) if limit is not None else None
         rng = random.Random(derive_seed(self.cfg.seed, "random-samples"))
-        out: list[Arch] = []
-        seen: set[str] = set()
-        for _ in range(rc.samples * 50):
-            if len(out) == rc.samples:
-                break
-            a = sample_arch(model, rng)
-            if arch_key(a) in seen or (cost is not None and cost.of(a) > limit):
-                continue
-            seen.add(arch_key(a))
-            out.append(a)
-        return out
+        return sample_distinct(model, rc.samples, rng, rc.samples * 50,
+                               None if cost is None else lambda a: a if cost.of(a) <= limit else None)
 
     def score(self, supernet: nn.Module, ctx: SearchContext, arch: Arch, i: int) -> dict[str, float]:
         rc, cfg = self.cfg.random, self.cfg

@@ -24,7 +24,6 @@ Both run with BatchNorm on batch statistics (train mode, as in the papers) under
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -38,9 +37,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from tqdm.auto import tqdm
 
 from dfnas.errors import DfnasError
-from dfnas.spaces import create_space, input_shape_of, resolve_space_cfg, sample_arch, space_class
+from dfnas.spaces import create_space, input_shape_of, resolve_space_cfg, space_class
 from dfnas.spaces.arch import build_network, make_record
-from dfnas.spaces.base import arch_valid, search_space_of
+from dfnas.spaces.base import arch_valid, sample_distinct, search_space_of
 from dfnas.spaces.profile import build_cost_tables
 
 _RELUS = (nn.ReLU, nn.ReLU6)
@@ -289,24 +288,19 @@ def zero_shot_search(space: str, space_cfg: dict[str, Any], *, proxy: str = "nas
 
     options = search_space_of(supernet)
     rng = random.Random(seed)
-    archs: list[tuple[dict[str, Any], int]] = []
-    seen: set[str] = set()
     smallest: int | None = None
-    for _ in range(50 * samples):
-        if len(archs) == samples:
-            break
-        arch = sample_arch(supernet, rng)
+
+    def within_budget(arch: dict[str, Any]) -> dict[str, Any] | None:
+        nonlocal smallest
         flops = int(round(flops_table.cost(arch)))
         smallest = flops if smallest is None else min(smallest, flops)
         if max_flops is not None and flops > max_flops:
             arch, flops = shrink_to_budget(arch, options, flops_table, max_flops, rng,
                                            lambda a: arch_valid(supernet, a))
-        key = json.dumps(arch, sort_keys=True)
-        if key in seen:
-            continue
-        seen.add(key)
-        if max_flops is None or flops <= max_flops:
-            archs.append((arch, flops))
+        return arch if max_flops is None or flops <= max_flops else None
+
+    drawn = sample_distinct(supernet, samples, rng, 50 * samples, within_budget)
+    archs = [(a, int(round(flops_table.cost(a)))) for a in drawn]
     if not archs:
         raise DfnasError(f"no architecture of space '{space}' fits max_flops={max_flops} "
                          f"(smallest seen: {smallest} FLOPs); raise max_flops or shrink the space_cfg")
