@@ -1,8 +1,8 @@
 """dfnas: data-free neural architecture search.
 
 Synthesize a labelled image set from a pretrained classifier alone, then search an
-architecture on it. See README.md for the commands; the public Python API is re-exported
-here lazily so `import dfnas` stays cheap.
+architecture on it. One package per pipeline stage (data, teachers, synth, spaces, training,
+strategies, pipeline, bench; docs/architecture.md); importing `dfnas` itself loads none of them.
 """
 
 from __future__ import annotations

@@ -10,12 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from dfnas.report.plots import pyplot, save_figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from dfnas.io import atomic_save  # noqa: E402
+plt = pyplot()
 
 _COLORS = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C"]
 
@@ -120,10 +117,7 @@ def draw_arch(space: str, choices: dict[str, Any], path: str | Path, title: str 
         ax.axis("off")
     fig.suptitle(title or f"{space} architecture", fontsize=11)
     fig.tight_layout()
-    try:
-        atomic_save(path, lambda p: fig.savefig(p, dpi=110, format="png"))
-    finally:
-        plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return Path(path)
 
 

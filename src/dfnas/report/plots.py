@@ -1,5 +1,5 @@
-"""Matplotlib, headless: one place that picks the Agg backend, and the line-panel figure the
-run and search reports share."""
+"""Matplotlib, headless: one place that picks the Agg backend and saves figures atomically,
+and the plots the run and search reports share."""
 
 from __future__ import annotations
 
@@ -20,9 +20,11 @@ def pyplot() -> Any:
 
 
 def save_figure(fig: Any, path: Path, dpi: int = 90) -> None:
-    """Write a figure atomically as PNG and free it."""
-    atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
-    pyplot().close(fig)
+    """Write a figure atomically as PNG and free it (also when the write fails)."""
+    try:
+        atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
+    finally:
+        pyplot().close(fig)
 
 
 def line_panels(path: Path, series: list[tuple[str, str, list[float], list[float]]], title: str) -> bool:
@@ -44,3 +46,29 @@ def line_panels(path: Path, series: list[tuple[str, str, list[float], list[float
     atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
     plt.close(fig)
     return True
+
+
+def choice_probabilities(history: list[dict[str, list[float]]], names: dict[str, list[str]], path: Path,
+                         title: str) -> None:
+    """One small panel per choice label: each candidate's probability over epochs (DARTS,
+    ProxylessNAS); `history` holds {label: [probability per candidate]} per epoch."""
+    labels = list(names)
+    if not history or not labels:
+        return
+    plt = pyplot()
+    cols = min(4, len(labels))
+    rows = (len(labels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
+    epochs = list(range(len(history)))
+    for ax, label in zip(axes.flat, labels, strict=False):
+        for i, name in enumerate(names[label]):
+            ax.plot(epochs, [h[label][i] for h in history], label=name, lw=1.2)
+        ax.set_title(label, fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(labels):]:
+        ax.axis("off")
+    handles, legend = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, legend, loc="lower center", ncol=min(8, len(legend)), fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.97))
+    save_figure(fig, path)

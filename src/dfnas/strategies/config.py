@@ -27,11 +27,8 @@ class ProxylessSearchConfig:
     warmup_epochs: int | None = None  # weight-only epochs (uniform paths) first; None = epochs // 4
     hw_metric: Literal["flops", "latency", "none"] = "flops"
     hw_target: float | None = None  # MFLOPs or ms; None = expected cost of the uniform start
-    # loss + lambda*cost/target, or the paper's loss*(cost/target)^beta. `add` by default: with
-    # `mul` the cost pressure grows with the loss, and KD on synthetic data (x T^2) runs ~2.3x a
-    # real-data CE, so every teacher-labelled search was pushed to the cheapest net (bench).
-    # `abs` (TuNAS): loss + lambda*|cost/target - 1| pulls every search to the same budget from
-    # both sides, whatever its loss scale: like-for-like comparisons across search data.
+    # add: loss + lambda*cost/target; mul (the paper's): loss*(cost/target)^beta, whose pressure
+    # grows with the loss; abs (TuNAS): loss + lambda*|cost/target - 1| (docs/method.md, the defaults)
     hw_mode: Literal["add", "mul", "abs"] = "add"
     hw_beta: float = 0.6
     hw_lambda: float = 0.1
@@ -52,11 +49,8 @@ class SposSearchConfig:
     mutation_prob: float = 0.1
     bn_batches: int = 4  # training batches for BN recalibration of every candidate
     val_batches: int = 4  # val batches to score a candidate (0 = whole val split)
-    # what ranks candidates: minus the val loss, or val top-1 (the paper's). Top-1 saturates on
-    # synthetic data (the teacher's own labels: most candidates agree on nearly all of them) and
-    # ties on small val splits; the loss does neither. Measured on MNIST: two real-data supernets
-    # agreed on 30 NB201 cells with tau 0.51-0.59 by loss, 0.35-0.48 by top-1; the bench's SPOS
-    # searches found 96.28 % (synthetic) / 96.34 % (real) cells by loss, 95.97 / 96.23 by top-1
+    # what ranks candidates: minus the val loss, or val top-1 (the paper's), which saturates on
+    # synthetic data and ties on small val splits (docs/method.md, the defaults)
     score: Literal["loss", "top1"] = "loss"
 
 

@@ -30,7 +30,6 @@ from dfnas.config import dump_yaml, result_keys, to_dict
 from dfnas.data.sources import Source
 from dfnas.errors import DfnasError
 from dfnas.io import (
-    atomic_save,
     atomic_write_json,
     atomic_write_text,
     clean_temp_files,
@@ -127,31 +126,9 @@ def prepare_out(out: Path, identity: dict[str, Any], force: bool) -> None:
 
 def plot_history(result: SearchResult, path: Path, title: str) -> None:
     """One small panel per choice: each candidate's probability over epochs."""
-    import matplotlib
+    from dfnas.report.plots import choice_probabilities
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = list(result.names)
-    if not result.history or not labels:
-        return
-    cols = min(4, len(labels))
-    rows = (len(labels) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
-    epochs = list(range(len(result.history)))
-    for ax, label in zip(axes.flat, labels, strict=False):
-        for i, name in enumerate(result.names[label]):
-            ax.plot(epochs, [h[label][i] for h in result.history], label=name, lw=1.2)
-        ax.set_title(label, fontsize=8)
-        ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(labels):]:
-        ax.axis("off")
-    handles, names = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=min(8, len(names)), fontsize=7)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.97))
-    atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
-    plt.close(fig)
+    choice_probabilities(result.history, result.names, path, title)
 
 
 def _draw(space: str, choices: dict[str, Any], path: Path, title: str) -> str | None:

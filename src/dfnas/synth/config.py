@@ -32,15 +32,13 @@ class SynthConfig:
     l2: float = 1e-4  # a_l2: L2 prior about mid-grey
     jitter: int | None = None  # max roll in pixels; None = canvas size // 7
     flip: bool = True  # random horizontal flip (also needs the input spec to allow it)
-    # Transformation robustness: each view zoomed by U(1-s, 1+s) and turned by U(-d, d) degrees.
-    # Off by default: neutral on MNIST (whose bench and demo were measured without it), +10 points
-    # of synthetic-data student accuracy on mnist-clutter (README, Synthesis quality).
+    # Each view zoomed by U(1-s, 1+s) and turned by U(-d, d) degrees; off by default, for
+    # cluttered, harder tasks (docs/method.md, the defaults)
     affine_scale: float = 0.0
     affine_rotate: float = 0.0
     regional: bool = True  # regional update: a random box per image each step
-    # Regional update as released (256 px canvas, random 224 px window, no resize): the canvas
-    # is 8/7 of the input and the box an input-sized window. Measured on MNIST: +2 points over
-    # zoomed crops (area 0.7-1.0 of an input-sized canvas) and +1.5 over no regional update.
+    # Regional update as released (256 px canvas, a random 224 px window, no resize): the canvas
+    # is 8/7 of the input and the box an input-sized window (docs/method.md, the defaults)
     region_area: tuple[float, float] = (0.765625, 0.765625)  # area fraction range of the box (of the canvas)
     region_ratio: tuple[float, float] = (1.0, 1.0)  # aspect ratio range of the box
     canvas_scale: float = 1.142857  # regional update's canvas relative to the input; stored resized to the input
@@ -48,7 +46,7 @@ class SynthConfig:
     best_every: int = 10  # check the stored-form image every N steps of the last quarter
     seed: int = 0
     device: str = "cpu"
-    amp: bool = False  # bfloat16 autocast on GPU (fastest there: 1.18x a bare step vs 1.06x in float32, README)
+    amp: bool = False  # bfloat16 autocast on GPU (docs/performance.md)
     channels_last: bool = False
     log_every: int = 10  # progress-bar refresh period in steps
 
