@@ -39,29 +39,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def resolve_config(args: argparse.Namespace) -> SearchConfig:
-    """Build the SearchConfig from file, overrides and flags; unknown keys refused."""
-    from dfnas.strategies import list_strategies
-
-    cfg = config_from_args(SearchConfig, args, "search",
-                           {k: getattr(args, k) for k in ("algo", "space", "epochs", "seed", "device")})
-    if cfg.algo not in list_strategies():
-        raise DfnasError(f"unknown search algorithm '{cfg.algo}'; choose one of {list_strategies()}")
-    return cfg
+    """Build the SearchConfig from file, flags and overrides; unknown keys refused."""
+    return config_from_args(SearchConfig, args, "search",
+                            {k: getattr(args, k) for k in ("algo", "space", "epochs", "seed", "device")})
 
 
 def _search(args: argparse.Namespace) -> int:
     from dfnas.data.sources import load_source
-    from dfnas.spaces import list_spaces
-    from dfnas.strategies import compatible_spaces
-    from dfnas.strategies.runner import check_config, run_search
+    from dfnas.strategies.runner import check_algo_space, check_config, run_search
 
     cfg = resolve_config(args)
     check_config(cfg)
-    if cfg.space not in list_spaces():
-        raise DfnasError(f"unknown search space '{cfg.space}'; choose one of {list_spaces()}")
-    if cfg.space not in compatible_spaces(cfg.algo):
-        raise DfnasError(f"--algo {cfg.algo} cannot search --space {cfg.space}; "
-                         f"it supports {compatible_spaces(cfg.algo)}")
+    check_algo_space(cfg)
     source = load_source(args.data, args.spec, "train")
     teacher = None
     if args.teacher:

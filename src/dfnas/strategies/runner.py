@@ -62,16 +62,26 @@ def check_config(cfg: SearchConfig) -> None:
         raise DfnasError(f"--device {cfg.device}: CUDA is not available on this machine; use --device cpu")
 
 
+def check_algo_space(cfg: SearchConfig, key: str | None = None) -> None:
+    """The algorithm exists, the space exists, and the one can search the other. Errors name
+    the config keys (`key`.algo, `key`.space) or, without `key`, the flags."""
+    from dfnas.spaces import list_spaces
+
+    algo, space = (f"config key '{key}.algo'", f"config key '{key}.space'") if key else ("--algo", "--space")
+    if cfg.algo not in list_strategies():
+        raise DfnasError(f"{algo}: unknown search algorithm '{cfg.algo}'; choose one of {list_strategies()}")
+    if cfg.space not in list_spaces():
+        raise DfnasError(f"{space}: unknown search space '{cfg.space}'; choose one of {list_spaces()}")
+    if cfg.space not in compatible_spaces(cfg.algo):
+        raise DfnasError(f"{algo} {cfg.algo} cannot search {space} {cfg.space}; "
+                         f"it supports {compatible_spaces(cfg.algo)}")
+
+
 def validate_search(cfg: SearchConfig, key: str = "search") -> None:
     """One search section checked before any work; errors name the config key (`key`.field)."""
-    from dfnas.spaces import list_spaces, resolve_space_cfg
-    if cfg.algo not in list_strategies():
-        raise DfnasError(f"config key '{key}.algo': '{cfg.algo}' is not allowed; choose one of {list_strategies()}")
-    if cfg.space not in list_spaces():
-        raise DfnasError(f"config key '{key}.space': '{cfg.space}' is not allowed; choose one of {list_spaces()}")
-    if cfg.space not in compatible_spaces(cfg.algo):
-        raise DfnasError(f"config key '{key}.space': algo {cfg.algo} cannot search space '{cfg.space}'; "
-                         f"choose one of {compatible_spaces(cfg.algo)}")
+    from dfnas.spaces import resolve_space_cfg
+
+    check_algo_space(cfg, key)
     try:
         resolve_space_cfg(cfg.space, cfg.space_args)
     except DfnasError as e:
@@ -87,13 +97,9 @@ def fit_args(spec: Any) -> dict[str, Any]:
 
 def build_supernet(cfg: SearchConfig, source: Source) -> tuple[nn.Module, dict[str, Any]]:
     """The space sized for the data: classes, channels and image size come from the spec."""
-    from dfnas.spaces import create_space, list_spaces, resolve_space_cfg
+    from dfnas.spaces import create_space, resolve_space_cfg
 
-    if cfg.space not in list_spaces():
-        raise DfnasError(f"unknown search space '{cfg.space}'; choose one of {list_spaces()}")
-    if cfg.space not in compatible_spaces(cfg.algo):
-        raise DfnasError(f"--algo {cfg.algo} cannot search --space {cfg.space}; "
-                         f"it supports {compatible_spaces(cfg.algo)}")
+    check_algo_space(cfg)
     fit = fit_args(source.spec)
     for k, v in fit.items():
         given = cfg.space_args.get(k)
