@@ -171,18 +171,17 @@ def load_source(ref: str, spec: InputSpec | str | Path | None = None, split: str
     if ref in TASKS:
         spec_fn, split_fn, _ = TASKS[ref]
         own = spec_fn()
-        if spec is not None and _shape(spec) != _shape(own):
-            raise DfnasError(f"data {ref} is {own.channels}x{own.height}x{own.width} with {own.num_classes} classes, "
-                             f"the given spec says {spec.channels}x{spec.height}x{spec.width} with {spec.num_classes}; "
+        if spec is not None and spec.signature != own.signature:
+            raise DfnasError(f"data {ref} is {own.describe()}, the given spec says {spec.describe()}; "
                              "use a teacher/spec made for it")
         x, y = split_fn(split)
         return Source(f"{ref}:{split}", x, y, spec or own, identity={"source": f"{ref}:{split}"})
     if ref.startswith("cifar10:"):
         x, y = read_cifar10_folder(Path(ref[8:]), split)
         own = cifar10_spec()
-        if spec is not None and _shape(spec) != _shape(own):
-            raise DfnasError(f"{ref} is 3x32x32 with 10 classes, the given spec says "
-                             f"{spec.channels}x{spec.height}x{spec.width} with {spec.num_classes}; use a CIFAR-10 teacher/spec")
+        if spec is not None and spec.signature != own.signature:
+            raise DfnasError(f"{ref} is {own.describe()}, the given spec says {spec.describe()}; "
+                             "use a CIFAR-10 teacher/spec")
         src = Source(f"cifar10:{split}", x, y, spec or own, identity={"source": f"{ref}:{split}"})
     elif ref.startswith("npz:"):
         path = Path(ref[4:])
@@ -202,9 +201,9 @@ def load_source(ref: str, spec: InputSpec | str | Path | None = None, split: str
         path = Path(ref)
         if (path / "manifest.json").is_file():
             ds = SyntheticDataset(path)
-            if spec is not None and _shape(spec) != _shape(ds.spec):
-                raise DfnasError(f"synthetic set {path} was made for a {ds.spec.channels}x{ds.spec.height}x{ds.spec.width}, "
-                                 f"{ds.spec.num_classes}-class teacher, not the given spec")
+            if spec is not None and spec.signature != ds.spec.signature:
+                raise DfnasError(f"synthetic set {path} was made for a teacher of {ds.spec.describe()}, "
+                                 f"not the given spec ({spec.describe()})")
             return Source(f"synthetic:{path.name}", ds.images, ds.labels, ds.spec, ds.logits,
                           identity={"source": str(path), "dataset_sha256": ds.manifest.get("dataset_sha256")})
         if path.is_dir():
@@ -219,18 +218,14 @@ def load_source(ref: str, spec: InputSpec | str | Path | None = None, split: str
     return src
 
 
-def _shape(spec: InputSpec) -> tuple[int, int, int, int]:
-    return spec.channels, spec.height, spec.width, spec.num_classes
-
-
 def _check_source(src: Source) -> None:
     from dfnas.errors import DfnasError
 
     s = src.spec
     if len(src.y) == 0:
         raise DfnasError(f"data source {src.name} is empty")
-    if tuple(src.x.shape[1:]) != (s.channels, s.height, s.width):
-        raise DfnasError(f"data source {src.name} has images {tuple(src.x.shape[1:])}, the spec says {(s.channels, s.height, s.width)}")
+    if tuple(src.x.shape[1:]) != s.shape:
+        raise DfnasError(f"data source {src.name} has images {tuple(src.x.shape[1:])}, the spec says {s.shape}")
     if len(src.x) != len(src.y):
         raise DfnasError(f"data source {src.name} has {len(src.x)} images but {len(src.y)} labels")
     if int(src.y.min()) < 0 or int(src.y.max()) >= s.num_classes:

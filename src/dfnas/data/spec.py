@@ -60,6 +60,19 @@ class InputSpec:
         return x01 * scale.to(x01.dtype) + shift.to(x01.dtype)
 
     @property
+    def shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of one image."""
+        return self.channels, self.height, self.width
+
+    @property
+    def signature(self) -> tuple[int, int, int, int]:
+        """What two specs must share for one model to read both: image shape and class count."""
+        return self.channels, self.height, self.width, self.num_classes
+
+    def describe(self) -> str:
+        return f"{self.channels}x{self.height}x{self.width} images of {self.num_classes} classes"
+
+    @property
     def names(self) -> list[str]:
         return self.class_names or [str(i) for i in range(self.num_classes)]
 

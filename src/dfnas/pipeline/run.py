@@ -189,10 +189,8 @@ def stage_teacher(st: RunState) -> dict[str, Any]:
         res["profile_error"] = f"{type(e).__name__}: {e}"
     test = st.test_source()
     if test is not None:
-        if (test.spec.channels, test.spec.height, test.spec.width, test.spec.num_classes) != (
-                s.channels, s.height, s.width, s.num_classes):
-            raise DfnasError(f"test data {st.test_ref} does not match the teacher's input spec "
-                             f"({s.channels}x{s.height}x{s.width}, {s.num_classes} classes)")
+        if test.spec.signature != s.signature:
+            raise DfnasError(f"test data {st.test_ref} is {test.spec.describe()}, the teacher takes {s.describe()}")
         res["test_accuracy"] = evaluate(t.module, test, "cpu", st.cfg.train.eval_batch_size)
     return res
 

@@ -23,12 +23,9 @@ from dfnas.teachers import BUNDLED, Teacher, load_teacher, validate_teacher
 
 def check_teacher_fits(teacher: Teacher, spec: InputSpec, what: str = "data") -> None:
     """The teacher's input spec must have the data's channels, image size and class count."""
-    t = teacher.spec
-    if (t.channels, t.height, t.width) != (spec.channels, spec.height, spec.width):
-        raise DfnasError(f"teacher {teacher.name} takes {t.channels}x{t.height}x{t.width} images, the {what} has "
-                         f"{spec.channels}x{spec.height}x{spec.width}; use a teacher for this data or pass its --spec")
-    if t.num_classes != spec.num_classes:
-        raise DfnasError(f"teacher {teacher.name} has {t.num_classes} classes, the {what} has {spec.num_classes}")
+    if teacher.spec.signature != spec.signature:
+        raise DfnasError(f"teacher {teacher.name} takes {teacher.spec.describe()}, the {what} has {spec.describe()}; "
+                         "use a teacher for this data or pass its --spec")
 
 
 def load_online_teacher(ref: str, weights: str | Path | None, spec: str | Path | InputSpec | None,

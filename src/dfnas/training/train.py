@@ -45,13 +45,10 @@ from dfnas.training.losses import kd_loss
 def check_compatible(record: ArchRecord, source: Source, what: str = "data") -> None:
     """The data must have the shape and class count the architecture was built for."""
     c, h, w = record.input_shape
-    s = source.spec
     n_cls = record.space_cfg.get("num_classes")
-    if (s.channels, s.height, s.width) != (c, h, w):
-        raise DfnasError(f"{what} {source.name} has {s.channels}x{s.height}x{s.width} images, the architecture "
-                         f"was built for {c}x{h}x{w}; search with matching space settings")
-    if s.num_classes != n_cls:
-        raise DfnasError(f"{what} {source.name} has {s.num_classes} classes, the architecture has {n_cls} outputs")
+    if source.spec.signature != (c, h, w, n_cls):
+        raise DfnasError(f"{what} {source.name} is {source.spec.describe()}, the architecture was built for "
+                         f"{c}x{h}x{w} images of {n_cls} classes; search with matching space settings")
 
 
 def _same_run(old: dict[str, Any] | None, run_key: dict[str, Any]) -> bool:
