@@ -48,6 +48,7 @@ from dfnas.errors import DfnasError
 from dfnas.synth import synthesize
 from dfnas.synth.config import SynthConfig
 from dfnas.teachers import Teacher, load_teacher
+from dfnas.training.loop import accuracy, optimizer_step
 from dfnas.training.losses import kd_loss
 
 
@@ -92,15 +93,10 @@ def fit(src: Source, test: Source, steps: int, seed: int, temperature: float = 3
                 loss = F.cross_entropy(out, src.y[idx])
             else:
                 loss = kd_loss(out, t, temperature)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            optimizer_step(opt, loss, model)
             sched.step()
             step += 1
-    model.eval()
-    with torch.inference_mode():
-        pred = torch.cat([model(test.normalize(test.x[i : i + 500].float() / 255)).argmax(1) for i in range(0, len(test), 500)])
-    return (pred == test.y).float().mean().item()
+    return accuracy(model, test.x, test.y, test.normalize)
 
 
 class _RawPixels(nn.Module):

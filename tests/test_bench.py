@@ -21,8 +21,9 @@ import pytest
 import torch
 
 from dfnas.bench import build_config, run_bench
-from dfnas.bench.protocol import clearly_better, planned_jobs, pool
+from dfnas.bench.protocol import planned_jobs
 from dfnas.bench.sources import noise_source, per_class_subset, plain_config
+from dfnas.bench.verdicts import clearly_better, pool
 from dfnas.cli import main
 from dfnas.data.sources import load_source
 from dfnas.errors import DfnasError
@@ -186,13 +187,13 @@ def test_quick_bench_outputs_are_consistent(bench: tuple[Path, dict]) -> None:
 
 def test_rerun_skips_every_job(bench: tuple[Path, dict], monkeypatch: pytest.MonkeyPatch) -> None:
     out, res = bench
-    import dfnas.bench.protocol as protocol
+    import dfnas.bench.jobs as jobs
 
     def boom(*a: object, **k: object) -> None:
         raise AssertionError("a finished job ran again")
 
-    for name in ("_data_job", "_search_job", "_final_job", "_ranking_job", "_zeroshot_job"):
-        monkeypatch.setattr(protocol, name, boom)
+    for name in ("teacher_job", "data_job", "search_job", "final_job", "ranking_job", "zeroshot_job"):
+        monkeypatch.setattr(jobs, name, boom)
     again = run_bench(quick(), out, progress=False, command="pytest quick bench")
     assert again["searches"] == res["searches"] and again["ranking"] == res["ranking"]  # read back, not redone
     # execution settings (device, amp, eval batch, progress period) change no result: nothing redone
@@ -206,20 +207,56 @@ def test_other_config_refused_unless_force(bench: tuple[Path, dict], tmp_path: P
     with pytest.raises(DfnasError, match="another config.*seeds"):
         run_bench(quick("seeds=[0, 1, 2]"), out, progress=False)
     # a folder written before an option existed is not "another config" while the option is at its default
-    meta = json.loads((out / "bench.json").read_text())
+    marker = json.loads((out / ".dfnas.json").read_text())
+    assert marker["kind"] == "bench" and marker["identity"] == json.loads((out / "bench.json").read_text())
     older = tmp_path / "older"
     shutil.copytree(out, older)
-    del meta["config"]["synth"]["affine_scale"]
-    (older / "bench.json").write_text(json.dumps(meta))
+    del marker["identity"]["config"]["synth"]["affine_scale"]
+    (older / ".dfnas.json").write_text(json.dumps(marker))
     run_bench(quick(), older, progress=False)
     with pytest.raises(DfnasError, match="another config.*synth_draws"):
         run_bench(quick("search_repeats=2", "synth_draws=2"), older, progress=False)
+
+
+def test_legacy_bench_folder_resumes(bench: tuple[Path, dict], tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bench made before the shared folder marker (bench.json, no .dfnas.json) is still ours:
+    it resumes without redoing a job, and is marked ours from then on."""
+    out, res = bench
+    legacy = tmp_path / "legacy"
+    shutil.copytree(out, legacy)
+    (legacy / ".dfnas.json").unlink()
+    import dfnas.bench.jobs as jobs
+
+    def boom(*a: object, **k: object) -> None:
+        raise AssertionError("a finished job ran again")
+
+    for name in ("teacher_job", "data_job", "search_job", "final_job", "ranking_job", "zeroshot_job"):
+        monkeypatch.setattr(jobs, name, boom)
+    again = run_bench(quick(), legacy, progress=False)
+    assert again["searches"] == res["searches"]
+    assert json.loads((legacy / ".dfnas.json").read_text())["kind"] == "bench"
+    with pytest.raises(DfnasError, match="another config.*seeds"):
+        run_bench(quick("seeds=[0, 1, 2]"), legacy, progress=False)
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_foreign_folder_refused_even_with_force(tmp_path: Path, force: bool) -> None:
+    """A folder dfnas did not make, or another command's output, is never used: --force only
+    starts over in a bench folder (it used to reuse a foreign folder too)."""
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
-    with pytest.raises(DfnasError, match="not a dfnas bench"):
-        run_bench(quick(), foreign, progress=False)
-    assert (foreign / "notes.txt").read_text() == "mine"
+    with pytest.raises(DfnasError, match="nothing was changed"):  # wording: dfnas.io.folders
+        run_bench(quick(), foreign, progress=False, force=force)
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"] and (foreign / "notes.txt").read_text() == "mine"
+    other = tmp_path / "search"
+    other.mkdir()
+    marker = {"format": "dfnas-output", "kind": "search", "dfnas": "0", "identity": {}}
+    (other / ".dfnas.json").write_text(json.dumps(marker))
+    with pytest.raises(DfnasError, match="`dfnas search`"):
+        run_bench(quick(), other, progress=False, force=force)
+    assert [p.name for p in other.iterdir()] == [".dfnas.json"]
 
 
 def test_killed_bench_resumes_to_the_same_results(bench: tuple[Path, dict], tmp_path: Path) -> None:
@@ -264,7 +301,7 @@ TEACHER_UNIT_LOSS = {"bn_weight": 3.0, "tv_l2": 1e-3, "l2": 1e-5}
 
 @pytest.mark.parametrize("name", ["bench", "bench-clutter"])
 def test_committed_bench_report_is_what_its_shipped_config_runs(name: str) -> None:
-    """`dfnas bench configs/NAME.yaml` reproduces docs/NAME: the resolved config committed next
+    """`dfnas bench --config configs/NAME.yaml` reproduces docs/NAME: the resolved config committed next
     to the report is the shipped config's, apart from the output folder (and, for runs made
     before the unit-free loss, its weights)."""
     import dataclasses
@@ -337,7 +374,7 @@ def test_search_job_key_ignores_other_algorithms_sections() -> None:
     """A new SPOS option must not redo DARTS searches; random search does read spos.flops_limit."""
     import dataclasses
 
-    from dfnas.bench.protocol import search_key
+    from dfnas.bench.jobs import search_key
 
     cfg = build_config({})
     d = cfg.search_config("darts")
@@ -351,7 +388,7 @@ def test_search_job_key_ignores_other_algorithms_sections() -> None:
 def test_synth_seed_picks_another_synthesis_draw() -> None:
     """`--set synth.seed=N` must change the bench's sets (it was silently ignored), and the
     default 0 must keep the seeds the committed docs runs were made with."""
-    from dfnas.bench.protocol import synthesis_seed
+    from dfnas.bench.jobs import synthesis_seed
     from dfnas.io import derive_seed
 
     assert synthesis_seed(0, 0, "synthetic") == derive_seed(0, "bench-synth", "synthetic")

@@ -19,8 +19,8 @@ from dfnas.spaces import create_space, sample_arch
 from dfnas.spaces.arch import ArchRecord, save_arch
 from dfnas.training.config import TrainConfig
 from dfnas.training.export import export_model
-from dfnas.training.losses import kd_loss
 from dfnas.training.loop import warmup_cosine as lr_factor
+from dfnas.training.losses import kd_loss
 from dfnas.training.train import train_arch
 
 CFG = {"channels": 4}

@@ -1,6 +1,6 @@
-"""`dfnas bench [config.yaml] [--quick] [--set key=value] [--out DIR] [--force]`.
+"""`dfnas bench [--config FILE] [--quick] [--set key=value] [--out DIR] [--device D] [--force]`.
 
-Precedence: the bench defaults < the config file < the --quick budget < --set. The config
+Precedence: the bench defaults < the config file < the --quick budget < --device < --set. The config
 is checked completely before anything is loaded or written (errors exit with code 2).
 """
 
@@ -10,21 +10,16 @@ import argparse
 import shlex
 import sys
 
+from dfnas.config import add_config_args
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="search on real / synthetic / plain-inversion / noise data and compare (SPEC 4)",
-                       description="Run the SPEC section 4 benchmark: every NAS algorithm on real data, dfnas "
+    p = sub.add_parser("bench", help="search on real / synthetic / plain-inversion / noise data and compare (the paper's protocol)",
+                       description="Run the paper's benchmark protocol: every NAS algorithm on real data, dfnas "
                        "synthetic data, plain inversion and teacher-labelled noise, plus random architectures and "
                        "a zero-shot proxy; every architecture trained from scratch on real data with several seeds.")
-    p.add_argument("config", nargs="?", default=None, help="YAML overriding any bench setting")
     p.add_argument("--quick", action="store_true", help="the same protocol at a tiny budget (minutes)")
-    p.add_argument("--out", default=None, help="output folder (default: the config's `out`, runs/bench)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any setting, e.g. --set algos=[spos] --set seeds=[0,1,2,3]")
-    p.add_argument("--device", default=None, help="cpu | cuda | cuda:1 ... for synthesis, searches, ranking and "
-                   "final training (zero-shot scoring stays on the CPU); a bench resumes on another device")
-    p.add_argument("--force", action="store_true", help="reuse a folder of another config: redo the jobs it changes")
-    p.add_argument("--quiet", action="store_true", help="no progress output; only the final summary")
+    add_config_args(p, "", out_help="output folder (default: the config's `out`, runs/bench)")
     p.set_defaults(func=_run)
 
 
@@ -36,7 +31,7 @@ def _run(args: argparse.Namespace) -> int:
     from dfnas.config import load_yaml
 
     data = load_yaml(args.config) if args.config else {}
-    cfg = build_config(data, quick=args.quick, overrides=args.set + ([f"device={args.device}"] if args.device else []))
+    cfg = build_config(data, quick=args.quick, overrides=([f"device={args.device}"] if args.device else []) + args.set)
     out = Path(args.out or cfg.out)
     argv = sys.argv[1:] if sys.argv[1:2] == ["bench"] else ["bench"]
     command = "dfnas " + " ".join(shlex.quote(a) for a in argv)

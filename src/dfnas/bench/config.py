@@ -1,15 +1,23 @@
-"""The settings of one `dfnas bench` run (SPEC section 4), loaded from YAML like every dfnas config.
+"""The settings of one `dfnas bench` run, built and checked before anything is loaded or written.
 
-The defaults are the documented benchmark regime on the bundled MNIST teacher; `QUICK`
-holds the overrides of `dfnas bench --quick` (the same protocol at a tiny budget).
+The bench reproduces the paper's protocol with one config: this module holds its schema
+(`BenchConfig`, whose defaults are the documented regime on the bundled MNIST teacher), the
+`--quick` budget, how a YAML mapping, `--quick` and `key=value` overrides combine into one
+checked config (`build_config`, `validate`), and which part of it the results depend on
+(`measured_part`, what a rerun in the same folder is compared against). Why the defaults are
+what they are is measured in docs/bench.md ("The regime") and docs/bench-history.md.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Any, Literal
 
-from dfnas.config import from_dict
+import torch
+
+from dfnas.config import apply_overrides, from_dict, neutral_dict, to_dict
+from dfnas.errors import DfnasError
 from dfnas.strategies.config import SearchConfig
 from dfnas.synth.config import SynthConfig
 from dfnas.teachers.config import TeacherRefConfig
@@ -36,26 +44,21 @@ class RankingConfig:
     """Kendall tau of single-path supernets trained on synthetic vs real data (same paths, same init)."""
 
     enabled: bool = True
-    # which entry of the bench's searches gives the space and the supernet recipe; NB201 (darts)
-    # because its candidates differ (none/skip/pool vs conv): in the spos space here two real-data
-    # supernets with different seeds rank 24 candidates with tau ~0.1, in NB201 with ~0.48
+    # the search whose space and supernet recipe are ranked: NB201's candidates (none/skip/pool vs conv) differ most
     algo: str = "darts"
     archs: int = 24  # architectures ranked by both supernets (>= 20 for the headline)
     steps: int = 4000  # single-path SGD steps of each supernet
     epochs: int = 5  # cosine epochs the steps are split into
     reseeded: bool = True  # also a real-data supernet with another seed: the noise ceiling of tau
-    # train batches that recalibrate BN for each scored architecture (4 x 32 images left the
-    # statistics noisy: real-vs-reseeded-real tau 0.51 at 4, 0.59 at 16, 0.57 at 64)
-    bn_batches: int = 16
-    val_batches: int = 0  # val batches that score it; 0 = the whole val split (128 images gave tau noise)
-    # what scores an architecture: val loss ranked 30 NB201 cells more consistently than top-1
-    # (real vs reseeded real 0.51-0.59 against 0.35-0.48, same supernets); both taus are reported
+    bn_batches: int = 16  # train batches that recalibrate BN per architecture (fewer: noisy ranks)
+    val_batches: int = 0  # val batches that score it; 0 = the whole val split (a few batches: noisy ranks)
+    # val loss ranks more consistently than top-1 (docs/bench-history.md); both taus are reported
     score: Literal["top1", "loss"] = "loss"
 
 
 @dataclasses.dataclass
 class ZeroShotConfig:
-    """Training-free baseline: best proxy score on Gaussian input under the synthetic search's FLOPs."""
+    """Training-free baseline: best proxy score on Gaussian input under the FLOPs the searches found."""
 
     proxy: str = "naswot"  # naswot | zen
     samples: int = 100
@@ -67,40 +70,28 @@ class BenchConfig:
     """`dfnas bench`: does NAS on synthetic data find architectures as good as NAS on real data?"""
 
     teacher: TeacherRefConfig = dataclasses.field(default_factory=TeacherRefConfig)
-    train_data: str = "mnist"  # real labelled data: search source (a) and final training
+    train_data: str = "mnist"  # real labelled data: the real search source and final training
     test_data: str = "mnist"  # real held-out data every architecture is tested on
     algos: list[str] = dataclasses.field(default_factory=lambda: ["darts", "proxyless", "spos"])
     sources: list[str] = dataclasses.field(default_factory=lambda: list(SOURCES))
-    # the dfnas synthetic set (b); plain inversion (c) is the same budget as one round, no
-    # regional update, no RLC; noise (d) has as many images as (b), labelled by the teacher
-    # 67 x 3 = 2,010 images (600 left every student and supernet data-starved: see synth_quality)
+    # plain and noise get the same image budget; fewer images starve the students (docs/bench-history.md)
     synth: SynthConfig = dataclasses.field(default_factory=lambda: SynthConfig(per_class=67, rounds=3, steps=200))
     search_online_teacher: bool = False  # teacher-labelled sources: KD to the live teacher on each view
     darts: SearchConfig = dataclasses.field(default_factory=lambda: _search("darts", "nb201"))
-    # single-path supernets learn far slower than DARTS's mixed ops: 30 x 9 steps left SPOS's at
-    # 15-30 % val top-1, so they get 30 x 30 (DARTS's reaches 75 % in 30 x 9)
-    # hw_mode abs: every search pulled to the same FLOPs budget (the uniform start's expected
-    # cost), so real and teacher-labelled searches compare at equal cost; with `add` real-data
-    # CE searches settled at half the FLOPs of KD ones (clutter bench: 0.84-0.97 vs 1.6-1.8 MF)
+    # more steps: single-path supernets learn slower than DARTS's mixed ops (docs/bench-history.md)
+    # hw_mode abs: every search pulled to one FLOPs budget, so the data sources compare at equal cost
     proxyless: SearchConfig = dataclasses.field(default_factory=lambda: _search(
         "proxyless", "proxyless", max_steps_per_epoch=30, proxyless={"hw_mode": "abs"}))
     spos: SearchConfig = dataclasses.field(default_factory=lambda: _search(
         "spos", "spos", max_steps_per_epoch=30, spos={"population": 12, "generations": 3, "topk": 4, "mutation": 4, "crossover": 4,
                               "bn_batches": 4, "val_batches": 0}))
-    # every search (and the zero-shot baseline) runs this many times with seeds seed, seed+1, ...:
-    # one search is one draw of a stochastic procedure (DARTS on the same synthetic set found a
-    # 98.1 % cell with one seed and a 97.6 % one with another), so the verdicts pool them all
+    # runs of every search (seeds seed, seed+1, ...): one search is one draw, so verdicts pool them (docs/bench.md)
     search_repeats: int = 3
-    # synthetic and plain sets drawn (synthesis seeds synth.seed, +1, ...): search repeat r uses
-    # draw r mod synth_draws. One set is one draw too (DARTS on MNIST: 97.81 % with one default
-    # set, 97.61 % with another), so with draws = repeats a verdict pools sets as well as searches
+    # synthetic/plain sets drawn; search repeat r reads draw r mod synth_draws: verdicts pool sets too
     synth_draws: int = 3
     random_archs: int = 8  # per space, trained like the found ones (their spread says if the task separates)
     zeroshot: ZeroShotConfig = dataclasses.field(default_factory=ZeroShotConfig)
-    # final training of every architecture, from scratch on real data: `final_per_class` images
-    # per class of the train split (None = all of it). Measured on NB201 cells (3 seeds each):
-    # 50/class x 20 epochs spread the cells by 0.20 (std) under 0.37 of seed noise; 200/class x
-    # 10 epochs by 0.29 over 0.28; all 4,000 x 10 by 0.25 over 0.24 at 2x the time
+    # real train images per class for every final training (None = all): separates archs beyond seed noise (docs/bench.md)
     final_per_class: int | None = 200
     final: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(epochs=10, batch_size=32,
                                                                                warmup_epochs=1.0))
@@ -121,6 +112,16 @@ def draw_suffix(d: int) -> str:
     return f"-d{d}" if d else ""
 
 
+def repeat_suffix(r: int) -> str:
+    """Name suffix of search repeat r (none for the first: folders of single-search runs keep their names)."""
+    return f"-r{r}" if r else ""
+
+
+def draw_read(cfg: BenchConfig, src: str, repeat: int) -> int:
+    """The draw of `src` that search repeat `repeat` reads: synthetic and plain sets rotate through theirs."""
+    return repeat % cfg.synth_draws if src in ("synthetic", "plain") else 0
+
+
 # `dfnas bench --quick`: same protocol, tiny budget (integration test, smoke check)
 QUICK: dict[str, Any] = {
     "synth": {"per_class": 4, "rounds": 2, "steps": 20, "batch_size": 40},
@@ -138,3 +139,97 @@ QUICK: dict[str, Any] = {
     "seeds": [0, 1],
     "ranking": {"archs": 6, "steps": 6, "epochs": 1},
 }
+
+
+# ----------------------------------------------------------------------------- building one config
+
+# settings that change how fast the bench runs, not what it measures
+_EXECUTION_KEYS = ("threads", "out", "device")
+# the bench's sections with a device, and what their execution settings are called in EXECUTION_KEYS
+_SECTIONS = {"synth": "synth", "darts": "search", "proxyless": "search", "spos": "search", "final": "train"}
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Nested update: sections given partially keep the bench's own defaults for the rest."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("space_args",):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def build_config(data: dict[str, Any] | None = None, quick: bool = False, overrides: list[str] | None = None
+                 ) -> BenchConfig:
+    """Defaults < the YAML mapping < QUICK (when `quick`) < `key=value` overrides; checked.
+
+    --quick wins over the file so that `dfnas bench --config my.yaml --quick` is a smoke test of my.yaml.
+    """
+    merged = _merge(to_dict(BenchConfig()), data or {})
+    if quick:
+        merged = _merge(merged, QUICK)
+    over: dict[str, Any] = {}
+    apply_overrides(over, overrides or [])
+    merged = _merge(merged, over)
+    cfg = from_dict(BenchConfig, merged)
+    if cfg.device is not None:  # the saved config shows where each stage ran
+        for name in _SECTIONS:
+            getattr(cfg, name).device = cfg.device
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: BenchConfig) -> None:
+    """Everything checkable before loading anything: one-line errors naming the key."""
+    from dfnas.strategies.runner import validate_search
+    from dfnas.strategies.zeroshot import PROXIES
+
+    algos = ("darts", "proxyless", "spos")
+    bad = [a for a in cfg.algos if a not in algos]
+    if bad or not cfg.algos or len(set(cfg.algos)) != len(cfg.algos):
+        raise DfnasError(f"config key 'algos': give distinct values from {list(algos)}; got {cfg.algos}")
+    bad = [s for s in cfg.sources if s not in SOURCES]
+    if bad or len(set(cfg.sources)) != len(cfg.sources) or not {"real", "synthetic"} <= set(cfg.sources):
+        raise DfnasError(f"config key 'sources': distinct values from {list(SOURCES)}, including real and "
+                         f"synthetic; got {cfg.sources}")
+    for a in algos:
+        s = getattr(cfg, a)
+        if s.algo != a:
+            raise DfnasError(f"config key '{a}.algo' must be {a} (each section configures its own algorithm)")
+        validate_search(s, a)
+        if s.seed != 0:  # the bench seeds every search itself; a silently ignored key misleads
+            raise DfnasError(f"config key '{a}.seed' is not used by dfnas bench (search repeat r runs with "
+                             f"seed 'seed' + r): set 'seed' instead, or leave '{a}.seed' at 0")
+    cfg.synth.validate(1)
+    if cfg.ranking.algo not in algos:
+        raise DfnasError(f"config key 'ranking.algo': choose one of {list(algos)}")
+    rk = cfg.ranking
+    if rk.enabled and (rk.archs < 2 or rk.steps < 1 or rk.epochs < 1 or rk.bn_batches < 1 or rk.val_batches < 0):
+        raise DfnasError("config keys 'ranking.archs' (>= 2, 20+ for the headline), 'ranking.steps', "
+                         "'ranking.epochs', 'ranking.bn_batches' (>= 1), 'ranking.val_batches' (>= 0, 0 = all)")
+    if cfg.zeroshot.proxy not in PROXIES:
+        raise DfnasError(f"config key 'zeroshot.proxy': {cfg.zeroshot.proxy!r} is not allowed; choose one of {list(PROXIES)}")
+    if cfg.zeroshot.samples < 1 or cfg.random_archs < 0 or cfg.search_repeats < 1:
+        raise DfnasError("config keys 'zeroshot.samples' and 'search_repeats' must be >= 1 and 'random_archs' >= 0")
+    if not 1 <= cfg.synth_draws <= cfg.search_repeats:
+        raise DfnasError(f"config key 'synth_draws' must be in [1, search_repeats={cfg.search_repeats}] (search "
+                         f"repeat r uses draw r mod synth_draws); got {cfg.synth_draws}")
+    if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
+        raise DfnasError(f"config key 'seeds': give distinct integers, e.g. [0, 1, 2]; got {cfg.seeds}")
+    if cfg.final_per_class is not None and cfg.final_per_class < 1:
+        raise DfnasError("config key 'final_per_class' must be >= 1 or null (the whole train split)")
+    cfg.final.validate("final")
+    if cfg.threads is not None and cfg.threads < 1:
+        raise DfnasError("config key 'threads' must be >= 1 (or null for torch's default)")
+    for a in algos:
+        dev = getattr(cfg, a).device
+        for d in (dev, cfg.synth.device, cfg.final.device):
+            if d.startswith("cuda") and not torch.cuda.is_available():
+                raise DfnasError(f"device '{d}': CUDA is not available on this machine; use cpu")
+
+
+def measured_part(cfg: BenchConfig) -> dict[str, Any]:
+    """What the results depend on: not threads, folder or device (a bench resumes on another)."""
+    d = {k: v for k, v in to_dict(cfg).items() if k not in _EXECUTION_KEYS}
+    return {**d, **{k: neutral_dict(getattr(cfg, k), sec) for k, sec in _SECTIONS.items()}}

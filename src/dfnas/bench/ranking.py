@@ -1,5 +1,5 @@
 """Ranking fidelity: does a supernet trained on synthetic data rank architectures like one
-trained on real data? (SPEC section 4, the ranking check.)
+trained on real data? (The ranking check of the paper's protocol.)
 
 Two SPOS-style single-path supernets share the seed, the initial weights, the sequence of
 sampled paths and the number of SGD steps; only the data differs (real: cross-entropy,
@@ -22,9 +22,10 @@ from scipy.stats import kendalltau
 
 from dfnas.data.sources import Source
 from dfnas.io import derive_seed
-from dfnas.spaces.base import Arch, sample_arch
-from dfnas.strategies.common import SearchContext
+from dfnas.spaces.base import Arch
+from dfnas.spaces.base import sample_distinct as _sample_distinct
 from dfnas.strategies.config import SearchConfig
+from dfnas.strategies.context import SearchContext
 from dfnas.strategies.runner import build_supernet
 from dfnas.strategies.search_data import SearchData
 from dfnas.strategies.spos import SposStrategy, candidate_score
@@ -73,19 +74,9 @@ class Supernet:
 
 
 def sample_distinct(model: torch.nn.Module, n: int, seed: int, first: Sequence[Arch] = ()) -> list[Arch]:
-    """`first` (deduplicated) then fresh distinct samples up to `n` architectures."""
-    archs: list[Arch] = []
-    for a in first:
-        if a not in archs:
-            archs.append(dict(a))
-    rng = random.Random(derive_seed(seed, "bench-sample"))
-    tries = 0
-    while len(archs) < n and tries < 100 * n:
-        a = sample_arch(model, rng)
-        tries += 1
-        if a not in archs:
-            archs.append(a)
-    return archs
+    """`first` (deduplicated) then fresh distinct samples up to `n` architectures (at most 100 n
+    draws), from the bench's own stream of `seed`."""
+    return _sample_distinct(model, n, random.Random(derive_seed(seed, "bench-sample")), 100 * n, first=first)
 
 
 def ranking_check(real: Source, synthetic: Source, cfg: SearchConfig, archs_n: int, steps: int, epochs: int,

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from dfnas.bench.config import draw_suffix
-from dfnas.io import atomic_save, atomic_write_text
+from dfnas.io import atomic_write_text
 from dfnas.report.doc import Doc, mflops, pct
+from dfnas.report.plots import pyplot, save_figure
 
 SOURCE_LABEL = {"real": "real data", "synthetic": "dfnas synthetic", "plain": "plain inversion",
                 "noise": "teacher-labelled noise"}
@@ -32,20 +33,6 @@ def _yes(v: bool | None) -> str:
     return "n/a" if v is None else ("yes" if v else "**no**")
 
 
-def _plt():  # noqa: ANN202 - matplotlib's pyplot module
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path) -> None:
-    atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
-    _plt().close(fig)
-
-
 def _floor(values: list[float]) -> float:
     """Lower y limit: below the ordinary results, ignoring collapsed ones (20+ points under the median)."""
     import statistics
@@ -56,7 +43,7 @@ def _floor(values: list[float]) -> float:
 
 def plot_bars(res: dict[str, Any], path: Path) -> None:
     """Mean ± std test accuracy: one group per algorithm, one bar per data source (+ baselines)."""
-    plt = _plt()
+    plt = pyplot()
     algos = list(res["verdicts"])
     sources = [s for s in ("real", "synthetic", "plain", "noise") if any(r["source"] == s for r in res["searches"])]
     kinds = sources + ["zeroshot", "random"]
@@ -89,12 +76,12 @@ def plot_bars(res: dict[str, Any], path: Path) -> None:
     ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.2))  # below: never over a bar
     ax.set_title("architectures trained from scratch on real data", fontsize=10)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_flops(res: dict[str, Any], path: Path) -> None:
     """Accuracy vs FLOPs of every trained architecture, one marker per algorithm/space."""
-    plt = _plt()
+    plt = pyplot()
     markers = {"darts": "o", "proxyless": "s", "spos": "^"}
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for a in res["verdicts"]:
@@ -133,7 +120,7 @@ def plot_flops(res: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("real test accuracy (%)")
     ax.set_title("accuracy vs FLOPs (mean ± std over seeds)", fontsize=10)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _all_finals(res: dict[str, Any]) -> list[dict[str, Any]]:
@@ -149,7 +136,7 @@ def _ranks(v: list[float]) -> list[float]:
 
 
 def plot_ranking(rk: dict[str, Any], path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     s = {k: _ranks(v) for k, v in rk["scores"].items()}
     fig, axes = plt.subplots(1, 2 if rk.get("scratch") else 1, figsize=(9 if rk.get("scratch") else 4.6, 4.0),
                              squeeze=False)
@@ -179,7 +166,7 @@ def plot_ranking(rk: dict[str, Any], path: Path) -> None:
     ax.invert_xaxis()
     ax.invert_yaxis()
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def write_report(out: Path, res: dict[str, Any]) -> None:

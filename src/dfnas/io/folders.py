@@ -6,7 +6,7 @@ claims it first:
 
     folder = OutputFolder(out, "search")
     prev = folder.claim()                  # None: new or empty; raises for a foreign folder
-    if folder.changed(diff_keys(prev, now), force):
+    if folder.changed(differing_keys(prev, now), force):
         ...clear our own files...
     folder.save(now)
 
@@ -71,7 +71,7 @@ class OutputFolder:
         ident = rec.get("identity")
         return ident if isinstance(ident, dict) else {}
 
-    def changed(self, differing: Iterable[str], force: bool, what: str = "settings") -> bool:
+    def changed(self, differing: Iterable[str], force: bool, what: str = "configuration") -> bool:
         """True when the folder must start over (some keys differ and `force`); refuses without it."""
         diff = list(dict.fromkeys(differing))
         if diff and not force:

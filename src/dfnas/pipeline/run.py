@@ -36,7 +36,7 @@ import torch
 from dfnas import __version__
 from dfnas.config import dump_yaml, from_dict, load_yaml, result_keys, to_dict
 from dfnas.errors import DfnasError
-from dfnas.io import atomic_write_json, atomic_write_text
+from dfnas.io import atomic_write_json, atomic_write_text, torch_threads
 from dfnas.io.folders import JobStore, OutputFolder
 from dfnas.pipeline.config import RunConfig
 from dfnas.training.config import TrainConfig
@@ -283,10 +283,7 @@ def run_pipeline(cfg: RunConfig, out: str | Path | None = None, force: bool = Fa
     cfg = resolve(cfg)
     validate(cfg)
     out = Path(out if out is not None else cfg.out)
-    old_threads = torch.get_num_threads()
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
-    try:
+    with torch_threads(cfg.threads):
         teacher = load_teacher(cfg.teacher.ref, cfg.teacher.weights, cfg.teacher.spec)
         test_ref = default_test_data(cfg)
         fps = fingerprints(cfg, teacher, test_ref)
@@ -319,8 +316,6 @@ def run_pipeline(cfg: RunConfig, out: str | Path | None = None, force: bool = Fa
         summary["seconds"]["report"] = round(time.perf_counter() - t0, 2)
         atomic_write_json(out / "summary.json", summary)
         return summary
-    finally:
-        torch.set_num_threads(old_threads)
 
 
 def _api_command(out: Path) -> str:
