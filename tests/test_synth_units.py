@@ -9,7 +9,7 @@ from dfnas.data.transforms import random_affine
 from dfnas.synth.bn_stats import bn_losses, bn_reference
 from dfnas.synth.config import SynthConfig
 from dfnas.synth.engine import Inverter, lr_at, phases
-from dfnas.synth.losses import l2_prior, task_loss_per_image, tv_l1, tv_l2
+from dfnas.synth.priors import l2_prior, task_loss_per_image, tv_l1, tv_l2
 from dfnas.synth.regional import box_mask, crop_resize, sample_boxes
 from dfnas.teachers import load_teacher
 from dfnas.teachers.probe import FeatureProbe, Taps

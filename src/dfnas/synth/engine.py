@@ -25,7 +25,7 @@ from dfnas.data.spec import InputSpec
 from dfnas.data.transforms import random_affine
 from dfnas.synth.bn_stats import bn_losses, bn_reference
 from dfnas.synth.config import SynthConfig
-from dfnas.synth.losses import l2_prior, task_loss_per_image, tv_l1, tv_l2
+from dfnas.synth.priors import l2_prior, task_loss_per_image, tv_l1, tv_l2
 from dfnas.synth.regional import crop_resize, full_boxes, sample_boxes
 from dfnas.teachers.probe import FeatureProbe, reference_input
 
