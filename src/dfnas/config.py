@@ -120,6 +120,39 @@ EXECUTION_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
+def check_device(value: str, key: str = "device") -> None:
+    """A device dfnas can run on here (cpu, cuda, cuda:N, mps), before any folder is made."""
+    import torch
+
+    try:
+        dev = torch.device(value)
+    except (RuntimeError, ValueError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
+        raise DfnasError(f"config key '{key}': unknown device {value!r}; use cpu, cuda, cuda:N or mps")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DfnasError(f"config key '{key}': device '{value}': CUDA is not available on this machine; "
+                             "use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DfnasError(f"config key '{key}': device '{value}': this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s); use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise DfnasError(f"config key '{key}': device 'mps' is not available on this machine; use --device cpu")
+
+
+def check_devices(obj: Any, prefix: str = "") -> None:
+    """`check_device` on every `device` field of a config, its sections included."""
+    if not dataclasses.is_dataclass(obj):
+        return
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if f.name == "device" and isinstance(value, str):
+            check_device(value, prefix + f.name)
+        elif dataclasses.is_dataclass(value):
+            check_devices(value, f"{prefix}{f.name}.")
+
+
 def result_keys(d: dict[str, Any], section: str) -> dict[str, Any]:
     """`d` (a section's `to_dict`) without its execution settings."""
     return {k: v for k, v in d.items() if k not in EXECUTION_KEYS.get(section, ())}
@@ -157,10 +190,14 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise DfnasError(f"config file not found: {p}; pass an existing YAML file or a shipped config name "
                          f"({', '.join(packaged_configs())})")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:
         first = str(e).splitlines()[0] if str(e) else "parse error"
         raise DfnasError(f"config file {p} is not valid YAML ({first}); fix the syntax") from e
+    except UnicodeDecodeError as e:
+        raise DfnasError(f"config file {p} is not text; pass a YAML file") from e
+    if data is None:  # an empty file would silently run on built-in defaults that are not the demo's
+        raise DfnasError(f"config file {p} is empty; give at least one setting (see configs/demo.yaml)")
     if not isinstance(data, dict):
         raise DfnasError(f"config file {p} must hold a mapping of keys to values")
     return data
@@ -231,4 +268,6 @@ def config_from_args(cls: type[T], args: argparse.Namespace, section: str, flags
                 node = node.setdefault(k, {})
             node[last] = value
     apply_overrides(data, [s.removeprefix(f"{section}.") if section else s for s in args.set])
-    return from_dict(cls, data, prefix=f"{section}." if section else "")
+    cfg = from_dict(cls, data, prefix=f"{section}." if section else "")
+    check_devices(cfg, f"{section}." if section else "")
+    return cfg

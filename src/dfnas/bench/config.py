@@ -14,9 +14,7 @@ import copy
 import dataclasses
 from typing import Any, Literal
 
-import torch
-
-from dfnas.config import apply_overrides, from_dict, neutral_dict, to_dict
+from dfnas.config import apply_overrides, check_devices, from_dict, neutral_dict, to_dict
 from dfnas.errors import DfnasError
 from dfnas.strategies.config import SearchConfig
 from dfnas.synth.config import SynthConfig
@@ -222,11 +220,7 @@ def validate(cfg: BenchConfig) -> None:
     cfg.final.validate("final")
     if cfg.threads is not None and cfg.threads < 1:
         raise DfnasError("config key 'threads' must be >= 1 (or null for torch's default)")
-    for a in algos:
-        dev = getattr(cfg, a).device
-        for d in (dev, cfg.synth.device, cfg.final.device):
-            if d.startswith("cuda") and not torch.cuda.is_available():
-                raise DfnasError(f"device '{d}': CUDA is not available on this machine; use cpu")
+    check_devices(cfg)
 
 
 def measured_part(cfg: BenchConfig) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import pickle
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -189,12 +190,22 @@ def load_source(ref: str, spec: InputSpec | str | Path | None = None, split: str
             raise DfnasError(f"data file not found: {path}; pass npz:PATH to an .npz with arrays x and y")
         if spec is None:
             raise DfnasError(f"{ref} needs an input spec: pass --spec spec.json")
-        with np.load(path, allow_pickle=False) as f:
-            if "x" not in f or "y" not in f:
-                raise DfnasError(f"{path} must hold arrays 'x' (uint8 NxCxHxW) and 'y' (int64 labels)")
-            x, y = f["x"], f["y"]
+        try:
+            f = np.load(path, allow_pickle=False)
+            if not isinstance(f, np.lib.npyio.NpzFile) or "x" not in f or "y" not in f:
+                raise DfnasError(f"{path} must be an .npz holding arrays 'x' (uint8 NxCxHxW) and 'y' (integer labels)")
+            with f:
+                x, y = f["x"], f["y"]
+        except DfnasError:
+            raise
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:  # garbage bytes, object (pickled) arrays
+            raise DfnasError(f"{path} is not a readable .npz of plain arrays ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:120] if str(e) else 'unreadable'}); save it with "
+                             "numpy.savez(path, x=uint8 images, y=integer labels)") from e
         if x.dtype != np.uint8 or x.ndim != 4:
             raise DfnasError(f"{path}: 'x' must be uint8 of shape NxCxHxW, got {x.dtype} {x.shape}")
+        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+            raise DfnasError(f"{path}: 'y' must be a 1-D array of integer class labels, got {y.dtype} {y.shape}")
         src = Source(ref, torch.from_numpy(x.copy()), torch.from_numpy(y.astype(np.int64)), spec,
                      identity={"source": ref, "sha256": sha256_file(path)})
     else:
@@ -207,6 +218,12 @@ def load_source(ref: str, spec: InputSpec | str | Path | None = None, split: str
             return Source(f"synthetic:{path.name}", ds.images, ds.labels, ds.spec, ds.logits,
                           identity={"source": str(path), "dataset_sha256": ds.manifest.get("dataset_sha256")})
         if path.is_dir():
+            if not any(path.iterdir()):
+                raise DfnasError(f"data folder {path} is empty; pass a folder of class subfolders, a dfnas synth "
+                                 "output, npz:PATH or a bundled task")
+            if (path / "shards").is_dir() or (path / ".dfnas.json").is_file():
+                raise DfnasError(f"{path} looks like a dfnas synthetic set without its manifest.json (unfinished "
+                                 "or damaged); rerun the `dfnas synth` command that made it, or restore the file")
             if spec is None:
                 raise DfnasError(f"ImageFolder {path} needs an input spec: pass --spec spec.json")
             x, y = read_imagefolder(path, spec)

@@ -111,5 +111,6 @@ def _per_channel(v: Any, channels: int, name: str) -> list[float]:
     if isinstance(v, (int, float)):
         return [float(v)] * channels
     if not isinstance(v, (list, tuple)) or len(v) not in (1, channels):
-        raise DfnasError(f"input spec: '{name}' needs 1 or {channels} values (one per channel), got {v!r}")
+        count = "1 value" if channels == 1 else f"1 or {channels} values (one per channel)"
+        raise DfnasError(f"input spec: '{name}' needs {count}, got {v!r}")
     return list(v) * channels if len(v) == 1 else list(v)

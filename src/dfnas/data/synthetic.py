@@ -34,6 +34,17 @@ def load_manifest(root: Path, fix: str) -> dict[str, Any]:
     return manifest
 
 
+def shard_path(root: Path, rec: dict[str, Any]) -> Path:
+    """Where a manifest's shard lies: a relative name inside the set, or the set is corrupt
+    (a manifest must never lead a reader elsewhere on the disk)."""
+    rel = rec.get("file") if isinstance(rec, dict) else None
+    path = (root / rel).resolve() if isinstance(rel, str) and rel else None
+    if path is None or Path(rel).is_absolute() or not path.is_relative_to(root.resolve()):
+        raise DfnasError(f"synthetic set {root} is corrupted: its manifest names a shard outside the set ({rel!r}); "
+                         "regenerate the set")
+    return path
+
+
 def read_dataset(root: str | Path, verify: bool = True) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Manifest and all shard tensors concatenated in (round, batch) order."""
     from safetensors.torch import load_file
@@ -49,7 +60,7 @@ def read_dataset(root: str | Path, verify: bool = True) -> tuple[dict[str, Any],
         raise DfnasError(f"synthetic set {root} is empty")
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in SHARD_KEYS}
     for rec in shards:
-        path = root / rec["file"]
+        path = shard_path(root, rec)
         if not path.is_file():
             raise DfnasError(f"synthetic set {root} lacks shard {rec['file']}; regenerate the set")
         if verify and sha256_file(path) != rec["sha256"]:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,10 +35,21 @@ def _atomic(path: Path | str, write: Callable[[str], None]) -> None:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        code = _os_code(e)
+        if code is not None:  # e.g. safetensors' SafetensorError around a full disk: say it as the OS does
+            raise OSError(code, os.strerror(code), str(path)) from e
         raise
+
+
+def _os_code(e: BaseException) -> int | None:
+    """The OS error number inside a library's write error (safetensors reports `Os { code: 28 ...`)."""
+    if isinstance(e, OSError):
+        return None
+    m = re.search(r"Os \{ code: (\d+)", str(e))
+    return int(m.group(1)) if m else None
 
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:

@@ -31,10 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from dfnas import __version__
-from dfnas.config import dump_yaml, from_dict, load_yaml, result_keys, to_dict
+from dfnas.config import check_devices, dump_yaml, from_dict, load_yaml, result_keys, to_dict
 from dfnas.errors import DfnasError
 from dfnas.io import atomic_write_json, atomic_write_text, torch_threads
 from dfnas.io.folders import JobStore, OutputFolder
@@ -83,9 +81,7 @@ def validate(cfg: RunConfig) -> None:
         raise DfnasError(f"config key 'export.formats': {bad[0]!r} is not allowed; choose from {list(FORMATS)}")
     if cfg.threads is not None and cfg.threads < 1:
         raise DfnasError("config key 'threads' must be >= 1 (or null for torch's default)")
-    for dev in {cfg.synth.device, cfg.search.device, cfg.train.device}:
-        if dev.startswith("cuda") and not torch.cuda.is_available():
-            raise DfnasError(f"device '{dev}': CUDA is not available on this machine; use --device cpu")
+    check_devices(cfg)
 
 
 def train_config(cfg: RunConfig) -> TrainConfig:

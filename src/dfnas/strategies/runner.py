@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dfnas.config import dump_yaml, result_keys, to_dict
+from dfnas.config import check_device, dump_yaml, result_keys, to_dict
 from dfnas.data.sources import Source
 from dfnas.errors import DfnasError
 from dfnas.io import (
@@ -58,8 +58,7 @@ def check_config(cfg: SearchConfig) -> None:
         raise DfnasError("spos.flops_range must be [low, high] with low <= high (MFLOPs)")
     if cfg.spos.topk < 1 or cfg.spos.population < 1 or cfg.random.samples < 1:
         raise DfnasError("spos.population, spos.topk and random.samples must be >= 1")
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise DfnasError(f"--device {cfg.device}: CUDA is not available on this machine; use --device cpu")
+    check_device(cfg.device)
 
 
 def check_algo_space(cfg: SearchConfig, key: str | None = None) -> None:

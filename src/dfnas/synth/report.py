@@ -39,7 +39,7 @@ def quality_report(
                 bn_d.append(bn_losses(taps, running).mean().item() * len(xb))
             if taps.features is not None:
                 feats.append(taps.features.flatten(1).float().cpu())
-        div = _within_class_diversity(torch.cat(feats), lb) if feats else float("nan")
+        div = _within_class_diversity(torch.cat(feats), lb) if feats else None
         out["rounds"].append({
             "round": r, "images": len(sel),
             "teacher_agreement": (lg.argmax(1) == lb).float().mean().item(),
@@ -52,7 +52,7 @@ def quality_report(
     return out
 
 
-def _within_class_diversity(feats: torch.Tensor, labels: torch.Tensor) -> float:
+def _within_class_diversity(feats: torch.Tensor, labels: torch.Tensor) -> float | None:
     """Mean pairwise cosine distance of features between images of the same class."""
     f = F.normalize(feats, dim=1)
     vals = []
@@ -63,7 +63,7 @@ def _within_class_diversity(feats: torch.Tensor, labels: torch.Tensor) -> float:
             continue
         sim = fk @ fk.T
         vals.append((n * n - sim.sum().item()) / (n * (n - 1)))
-    return sum(vals) / len(vals) if vals else float("nan")
+    return sum(vals) / len(vals) if vals else None  # one image per class: no pair to compare (JSON null)
 
 
 def format_report(rep: dict[str, Any]) -> str:
@@ -78,4 +78,4 @@ def format_report(rep: dict[str, Any]) -> str:
 
 
 def _f(v: float) -> str:
-    return "nan" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from dfnas import __version__
-from dfnas.config import dump_yaml, result_keys, to_dict
+from dfnas.config import check_device, dump_yaml, result_keys, to_dict
 from dfnas.data.synthetic import read_dataset
 from dfnas.errors import DfnasError
 from dfnas.io import atomic_write_json, atomic_write_text, derive_seed, tune_cpu_allocator
@@ -50,6 +51,33 @@ def fingerprint(teacher: Teacher, cfg: SynthConfig) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+LONG_PLAN_STEPS = 200_000  # teacher steps above which the plan is printed before it starts
+
+
+def check_plan(cfg: SynthConfig, spec: Any, say: bool = True) -> None:
+    """Refuse a plan whose images alone would not fit in this machine's memory (a typo such as
+    --per-class 1000000000), and print the size of a long one before it starts."""
+    images = cfg.per_class * spec.num_classes * cfg.rounds
+    need = images * (spec.channels * spec.height * spec.width + 4 * spec.num_classes + 24)  # uint8, logits, ids
+    ram = _machine_memory()
+    if ram is not None and need > ram // 2:
+        raise DfnasError(f"synth: {images:,} images (per_class {cfg.per_class} x {spec.num_classes} classes x "
+                         f"{cfg.rounds} rounds) need about {need / 2**30:.1f} GiB to read back, more than half of "
+                         f"this machine's {ram / 2**30:.0f} GiB; lower synth.per_class or synth.rounds")
+    batches = math.ceil(cfg.per_class * spec.num_classes / cfg.batch_size) * cfg.rounds
+    if say and batches * cfg.steps > LONG_PLAN_STEPS:
+        print(f"dfnas synth: a long plan: {images:,} images = {batches:,} batches x {cfg.steps} steps = "
+              f"{batches * cfg.steps:,} teacher forward+backward passes; the progress bar shows the time left, "
+              "and Ctrl-C then the same command resumes", file=sys.stderr)
+
+
+def _machine_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def plan(cfg: SynthConfig, num_classes: int) -> list[torch.Tensor]:
     """Slot classes of each batch of one round (class i % K for slot i)."""
     slots = torch.arange(cfg.per_class * num_classes)
@@ -64,14 +92,14 @@ def synthesize(
     spec = teacher.spec
     cfg = cfg.resolve(spec.height, spec.width)
     cfg.validate(spec.num_classes)
+    check_plan(cfg, spec, progress and rank == 0)
     n_bn = validate_teacher(teacher, need_bn=cfg.bn_weight > 0, device="cpu")
     if n_bn and rank == 0:  # a spec in the wrong units fails silently: say so before the long work
         warning = input_report(teacher).get("warning")
         if warning:
             print(f"dfnas: warning: {warning}", file=sys.stderr)
+    check_device(cfg.device, "synth.device")
     device = torch.device(cfg.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DfnasError("synth.device is cuda but no CUDA device is available; use --device cpu")
     home = next(iter(teacher.module.parameters()), torch.empty(0)).device
     teacher.to(device)
     if device.type == "cpu":

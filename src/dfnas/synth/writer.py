@@ -27,7 +27,14 @@ import numpy as np
 import torch
 
 from dfnas import __version__
-from dfnas.data.synthetic import FORMAT, FORMAT_VERSION, SHARD_KEYS, load_manifest, read_dataset
+from dfnas.data.synthetic import (
+    FORMAT,
+    FORMAT_VERSION,
+    SHARD_KEYS,
+    load_manifest,
+    read_dataset,
+    shard_path,
+)
 from dfnas.errors import DfnasError
 from dfnas.io import atomic_save, atomic_write_json, clean_temp_files, sha256_file
 from dfnas.io.folders import OutputFolder
@@ -77,7 +84,7 @@ class DatasetWriter:
 
     def _verify(self, manifest: dict[str, Any]) -> None:
         for name, rec in manifest.get("shards", {}).items():
-            path = self.root / rec["file"]
+            path = shard_path(self.root, rec)
             if not path.is_file() or sha256_file(path) != rec["sha256"]:
                 raise DfnasError(
                     f"shard {name} in {self.root} is missing or corrupted (checksum mismatch); "

@@ -15,6 +15,7 @@ import importlib
 import importlib.util
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -112,10 +113,12 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
         except Exception as e:
             raise DfnasError(f"cannot read {p} as safetensors ({e}); is the file complete?") from e
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's pickle warnings are about files we refuse anyway
+            warnings.simplefilter("ignore")
+            obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DfnasError(f"cannot load {p} as a state dict with weights_only=True ({first[:200]}); save it with torch.save(model.state_dict(), path) or as .safetensors") from e
+        raise DfnasError(f"cannot load {p} as a state dict of tensors ({_load_failure(e)}); dfnas never unpickles "
+                         "other objects: save model.state_dict() with torch.save, or as .safetensors") from e
     for key in WRAPPER_KEYS:  # training checkpoints wrap the state dict beside epoch, accuracy, ...
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -123,6 +126,19 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise DfnasError(f"{p} does not hold a state dict of tensors; save model.state_dict()")
     return obj
+
+
+def _load_failure(e: Exception) -> str:
+    """The part of torch.load's error that says what is wrong with the file, without its advice
+    to turn weights_only off."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    for ln in lines:
+        if "Unsupported global" in ln or "Unsupported operand" in ln:
+            return "it holds Python objects, not only tensors: " + ln.split("error:")[-1].strip()[:160].rstrip(".")
+    if lines and "Weights only load failed" in lines[0]:
+        return "it holds Python objects, not only tensors"
+    first = lines[0] if lines else type(e).__name__
+    return first.split(". ")[0][:160].rstrip(".")
 
 
 def _apply_weights(model: nn.Module, sd: dict[str, torch.Tensor], source: str) -> None:
