@@ -14,6 +14,7 @@ import dataclasses
 import importlib
 import importlib.util
 import json
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -117,8 +118,8 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
             warnings.simplefilter("ignore")
             obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise DfnasError(f"cannot load {p} as a state dict of tensors ({_load_failure(e)}); dfnas never unpickles "
-                         "other objects: save model.state_dict() with torch.save, or as .safetensors") from e
+        raise DfnasError(f"cannot load {p} as a state dict with weights_only=True ({_load_failure(e)}); dfnas never "
+                         "unpickles other objects: save model.state_dict() with torch.save, or as .safetensors") from e
     for key in WRAPPER_KEYS:  # training checkpoints wrap the state dict beside epoch, accuracy, ...
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -132,9 +133,9 @@ def _load_failure(e: Exception) -> str:
     """The part of torch.load's error that says what is wrong with the file, without its advice
     to turn weights_only off."""
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    for ln in lines:
-        if "Unsupported global" in ln or "Unsupported operand" in ln:
-            return "it holds Python objects, not only tensors: " + ln.split("error:")[-1].strip()[:160].rstrip(".")
+    found = re.search(r"GLOBAL ([\w.]+)", str(e))
+    if found:
+        return f"it holds Python objects, not only tensors: {found.group(1)}"
     if lines and "Weights only load failed" in lines[0]:
         return "it holds Python objects, not only tensors"
     first = lines[0] if lines else type(e).__name__
