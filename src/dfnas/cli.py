@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import os
 import sys
 import traceback
 
@@ -28,6 +29,10 @@ COMMAND_MODULES = [
 ]
 
 
+# Commands that spread their work over the processes of a `torchrun` launch (dfnas.dist).
+DISTRIBUTED = ("synth",)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dfnas", description="Data-free neural architecture search.")
     parser.add_argument("--version", action="version", version=f"dfnas {__version__}")
@@ -43,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.command not in DISTRIBUTED:
+            raise DfnasError(f"dfnas {args.command} runs in one process for now; under torchrun only "
+                             f"{', '.join(DISTRIBUTED)} is spread over processes (run this command without torchrun)")
         return int(args.func(args) or 0)
     except DfnasError as e:
         print(f"dfnas: error: {e}", file=sys.stderr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from dfnas.config import add_config_args, config_from_args
+from dfnas.dist import from_env
 from dfnas.errors import DfnasError
 from dfnas.synth.config import SynthConfig
 
@@ -45,9 +46,14 @@ def _synth(args: argparse.Namespace) -> int:
     if not args.teacher or not args.out:
         raise DfnasError("dfnas synth needs --teacher and --out (e.g. --teacher mnist-cnn --out runs/synth)")
     cfg = synth_config_from_args(args)  # config errors before loading anything heavy
+    group = from_env(cfg.device)
+    cfg.device = group.device(cfg.device)
     teacher = load_teacher(args.teacher, args.weights, args.spec)
-    rep = synthesize(teacher, cfg, args.out, force=args.force, progress=not args.quiet)
-    print(f"wrote {rep['images']} images to {args.out} (report: {args.out}/report.json, previews: {args.out}/previews/)")
+    rep = synthesize(teacher, cfg, args.out, force=args.force, progress=not args.quiet and group.is_main,
+                     rank=group.rank, world_size=group.world_size, barrier=group.barrier)
+    if group.is_main:
+        print(f"wrote {rep['images']} images to {args.out} (report: {args.out}/report.json, "
+              f"previews: {args.out}/previews/)")
     return 0
 
 

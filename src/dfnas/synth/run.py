@@ -17,6 +17,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +87,14 @@ def plan(cfg: SynthConfig, num_classes: int) -> list[torch.Tensor]:
 
 def synthesize(
     teacher: Teacher, cfg: SynthConfig, out: str | Path, force: bool = False, progress: bool = True,
-    rank: int = 0, world_size: int = 1,
+    rank: int = 0, world_size: int = 1, barrier: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) synthesis into `out`; returns the quality report."""
+    """Run (or resume) synthesis into `out`; returns the quality report (on rank 0; {} elsewhere).
+
+    With `world_size` > 1 (one call per process, `barrier` waiting for all of them), batch b
+    goes to rank b % world_size in every round, so the labels of round r-1 that round r reads
+    stay in one process; each rank writes its own shards, and rank 0 registers them all once
+    every rank is done. The set is byte-identical whatever the number of processes."""
     spec = teacher.spec
     cfg = cfg.resolve(spec.height, spec.width)
     cfg.validate(spec.num_classes)
@@ -111,7 +117,8 @@ def synthesize(
     except ValueError as e:
         raise DfnasError(str(e)) from e
     try:
-        return _synthesize(teacher, cfg, out, force, progress, rank, world_size, probe, n_bn, device)
+        return _synthesize(teacher, cfg, out, force, progress, rank, world_size, probe, n_bn, device,
+                           barrier or (lambda: None))
     finally:  # the teacher object may be reused: leave no hooks behind, put it back where it was
         probe.close()
         teacher.to(home)
@@ -120,15 +127,20 @@ def synthesize(
 
 
 def _synthesize(teacher: Teacher, cfg: SynthConfig, out: str | Path, force: bool, progress: bool,
-                rank: int, world_size: int, probe: FeatureProbe, n_bn: int, device: torch.device) -> dict[str, Any]:
+                rank: int, world_size: int, probe: FeatureProbe, n_bn: int, device: torch.device,
+                barrier: Callable[[], None]) -> dict[str, Any]:
     spec = teacher.spec
     header = {
         "fingerprint": fingerprint(teacher, cfg), "teacher": teacher.identity(), "spec": spec.to_dict(),
         "config": to_dict(cfg), "seed": cfg.seed, "bn_layers": n_bn,
     }
-    writer = DatasetWriter(out, header, force=force)
+    if rank == 0:  # one process claims (or refuses, or clears) the folder; the others join it
+        writer = DatasetWriter(out, header, force=force)
+        atomic_write_text(writer.root / "config.yaml", dump_yaml(cfg))
+    barrier()
+    if rank != 0:
+        writer = DatasetWriter.join(out, header)
     root = writer.root
-    atomic_write_text(root / "config.yaml", dump_yaml(cfg))
 
     inverter = Inverter(probe, spec, cfg, device)
     batches = plan(cfg, spec.num_classes)
@@ -167,11 +179,14 @@ def _synthesize(teacher: Teacher, cfg: SynthConfig, out: str | Path, force: bool
                                   "rounds": torch.full_like(hard, r), "slots": slots}, seconds)
         if r + 1 < cfg.rounds:
             prev[b] = logits.cpu()
-        if b == len(batches) - 1 or (r, b) == jobs[-1]:
+        if world_size == 1 and (b == len(batches) - 1 or (r, b) == jobs[-1]):
             _preview(writer, r, spec.num_classes)
     bar.close()
+    barrier()  # every rank's shards are on disk
     if rank != 0:
+        barrier()  # until rank 0 has registered them
         return {}
+    writer.register_all([(r, b) for r in range(cfg.rounds) for b in range(len(batches))])
     writer.finish(spec.num_classes)
     for r in range(cfg.rounds):
         if not (root / "previews" / f"round-{r:02d}.png").is_file():
@@ -185,6 +200,8 @@ def _synthesize(teacher: Teacher, cfg: SynthConfig, out: str | Path, force: bool
                 "images": len(t["labels"]), "steps_per_batch": cfg.steps,
                 "seconds_per_step": sum(secs.values()) / max(1, len(writer.manifest["shards"]) * cfg.steps)})
     atomic_write_json(root / "report.json", rep)
+    if world_size > 1:
+        barrier()
     if progress:
         print(format_report(rep))
     return rep

@@ -36,7 +36,7 @@ from dfnas.data.synthetic import (
     shard_path,
 )
 from dfnas.errors import DfnasError
-from dfnas.io import atomic_save, atomic_write_json, clean_temp_files, sha256_file
+from dfnas.io import atomic_save, atomic_write_json, clean_temp_files, read_json, sha256_file
 from dfnas.io.folders import OutputFolder
 
 
@@ -50,7 +50,18 @@ class DatasetWriter:
     def __init__(self, root: str | Path, header: dict[str, Any], force: bool = False) -> None:
         self.root = Path(root)
         self.header = header
+        self.owner = True  # writes the manifest; other ranks leave a record beside each shard
         self.manifest = self._open(force)
+
+    @classmethod
+    def join(cls, root: str | Path, header: dict[str, Any]) -> DatasetWriter:
+        """Another rank's view of a folder rank 0 has opened: same fingerprint, no manifest writes."""
+        self = cls.__new__(cls)
+        self.root, self.header, self.owner = Path(root), header, False
+        self.manifest = load_manifest(self.root, fix="rerun the same command")
+        if self.manifest.get("fingerprint") != header["fingerprint"]:
+            raise DfnasError(f"{root} was opened by rank 0 for other settings; launch every rank with the same command")
+        return self
 
     # ------------------------------------------------------------------ open / resume / refuse
     def _open(self, force: bool) -> dict[str, Any]:
@@ -93,26 +104,55 @@ class DatasetWriter:
 
     # ------------------------------------------------------------------ writing
     def has(self, round_: int, batch: int) -> bool:
-        return shard_name(round_, batch) in self.manifest["shards"]
+        """Done: in the manifest, or written by a rank whose record rank 0 has not registered yet."""
+        return shard_name(round_, batch) in self.manifest["shards"] or self._recorded(round_, batch) is not None
+
+    def _file(self, round_: int, batch: int) -> str:
+        return f"shards/{shard_name(round_, batch)}.safetensors"
+
+    def _recorded(self, round_: int, batch: int) -> dict[str, Any] | None:
+        """A rank's record of a shard, when the shard on disk still matches it."""
+        rel = self._file(round_, batch)
+        rec = read_json(self.root / (rel + ".json"))
+        if isinstance(rec, dict) and rec.get("file") == rel and (self.root / rel).is_file() \
+                and sha256_file(self.root / rel) == rec.get("sha256"):
+            return rec
+        return None
 
     def write_shard(self, round_: int, batch: int, tensors: dict[str, torch.Tensor], seconds: float) -> None:
         from safetensors.torch import save_file
 
         name = shard_name(round_, batch)
-        rel = f"shards/{name}.safetensors"
+        rel = self._file(round_, batch)
         data = {k: tensors[k].detach().cpu().contiguous() for k in SHARD_KEYS}
         # no metadata: its key order is not stable, and shard bytes must be (checksums, resume)
         atomic_save(self.root / rel, lambda p: save_file(data, p))
-        self.manifest["shards"][name] = {
-            "file": rel, "sha256": sha256_file(self.root / rel), "round": round_, "batch": batch,
-            "count": len(data["labels"]), "seconds": round(seconds, 3),
-        }
+        rec = {"file": rel, "sha256": sha256_file(self.root / rel), "round": round_, "batch": batch,
+               "count": len(data["labels"]), "seconds": round(seconds, 3)}
+        if self.owner:
+            self.manifest["shards"][name] = rec
+            self.save_manifest()
+        else:  # only rank 0 writes the manifest: it registers this record when every rank is done
+            atomic_write_json(self.root / (rel + ".json"), rec)
+
+    def register_all(self, jobs: list[tuple[int, int]]) -> None:
+        """Rank 0, after every rank finished: every shard of `jobs` into the manifest, checked."""
+        for r, b in jobs:
+            name = shard_name(r, b)
+            if name not in self.manifest["shards"]:
+                rec = self._recorded(r, b)
+                if rec is None:
+                    raise DfnasError(f"shard {name} of {self.root} is missing or does not match its record after "
+                                     "every process finished; rerun the same command to redo it")
+                self.manifest["shards"][name] = rec
         self.save_manifest()
+        for p in (self.root / "shards").rglob("*.safetensors.json"):
+            p.unlink()
 
     def read_shard(self, round_: int, batch: int) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
-        return load_file(str(self.root / self.manifest["shards"][shard_name(round_, batch)]["file"]))
+        return load_file(str(self.root / self._file(round_, batch)))
 
     def save_manifest(self) -> None:
         atomic_write_json(self.root / "manifest.json", self.manifest)
