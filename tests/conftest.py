@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import textwrap
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -75,3 +79,16 @@ def user_teacher(tmp_path: Path) -> dict[str, Path]:
 @pytest.fixture
 def tiny_cfg() -> SynthConfig:
     return SynthConfig(per_class=2, rounds=2, batch_size=10, steps=12, best_every=2, log_every=5)
+
+
+def kill_when(cmd: list[str], ready: Path | Callable[[], bool], env: dict[str, str], timeout: float = 120.0) -> None:
+    """Start `cmd` and kill -9 it as soon as `ready` (a path that exists, or a predicate) holds:
+    a kill that lands mid-run, never after the command finished by itself."""
+    check = ready.exists if isinstance(ready, Path) else ready
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while proc.poll() is None and time.time() < deadline and not check():
+        time.sleep(0.02)
+    assert proc.poll() is None, "the command finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()

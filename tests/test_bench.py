@@ -10,15 +10,14 @@ import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import kill_when
 
 from dfnas.bench import build_config, run_bench
 from dfnas.bench.protocol import planned_jobs
@@ -266,14 +265,7 @@ def test_killed_bench_resumes_to_the_same_results(bench: tuple[Path, dict], tmp_
     cmd = [sys.executable, "-m", "dfnas.cli", "bench", "--quick", "--quiet", "--out", str(out),
            "--set", "threads=1", "--set", "algos=[darts]"]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    marker = out / "jobs" / "search-darts-plain.json"
-    deadline = time.time() + 120
-    while not marker.is_file() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert proc.poll() is None, "the bench finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when(cmd, out / "jobs" / "search-darts-plain.json", env)
     assert not (out / "results.json").exists()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -9,13 +9,12 @@ import errno
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from conftest import kill_when
 
 from dfnas.cli import main
 
@@ -127,16 +126,6 @@ def test_export_never_overwrites_a_file_without_force(tmp_path: Path, capsys) ->
     assert main([*base, "--force"]) == 0 and torch.jit.load(str(target)) is not None
 
 
-def _kill_when(cmd: list[str], ready: Path, env: dict[str, str]) -> None:
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not ready.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    assert proc.poll() is None, "the command finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-
-
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 
@@ -152,7 +141,7 @@ def test_killed_train_resumes_to_the_same_weights(tmp_path: Path) -> None:
            "--seeds", "0", "--quiet", "--set", "batch_size=128"]
     subprocess.run([*cli, "--out", str(tmp_path / "ref")], check=True, env=ENV, capture_output=True)
     out = tmp_path / "killed"
-    _kill_when([*cli, "--out", str(out)], out / "seed0" / "checkpoint.pt", ENV)
+    kill_when([*cli, "--out", str(out)], out / "seed0" / "checkpoint.pt", ENV)
     assert not (out / "metrics.json").exists()
     subprocess.run([*cli, "--out", str(out)], check=True, env=ENV, capture_output=True)
     a, b = (json.loads((d / "metrics.json").read_text()) for d in (tmp_path / "ref", out))
@@ -166,7 +155,7 @@ def test_killed_run_resumes_inside_a_stage_to_the_same_result(tmp_path: Path) ->
     cli = [sys.executable, "-m", "dfnas", "run", *TINY_ARGS]
     subprocess.run([*cli, "--out", str(tmp_path / "ref")], check=True, env=ENV, capture_output=True)
     out = tmp_path / "killed"
-    _kill_when([*cli, "--out", str(out)], out / "synth" / "shards" / "round-00", ENV)  # inside the synth stage
+    kill_when([*cli, "--out", str(out)], out / "synth" / "shards" / "round-00", ENV)  # inside the synth stage
     assert not (out / "stages" / "synth.json").exists()
     subprocess.run([*cli, "--out", str(out)], check=True, env=ENV, capture_output=True)
     a, b = (json.loads((d / "summary.json").read_text()) for d in (tmp_path / "ref", out))

@@ -5,14 +5,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import kill_when
 
 from dfnas.cli import main
 from dfnas.data.sources import SyntheticDataset, load_source
@@ -107,17 +106,13 @@ def test_resume_after_kill_gives_identical_dataset(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([*cli, "--out", str(tmp_path / "ref")], check=True, env=env)
     out = tmp_path / "killed"
-    proc = subprocess.Popen([*cli, "--out", str(out)], env=env)
-    deadline = time.time() + 120
-    while time.time() < deadline:  # kill -9 once at least one shard landed, mid-run
+    def one_shard_landed() -> bool:
         try:
-            if len(_shard_hashes(out)) >= 1:
-                break
+            return len(_shard_hashes(out)) >= 1
         except (FileNotFoundError, json.JSONDecodeError):
-            pass
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+            return False
+
+    kill_when([*cli, "--out", str(out)], one_shard_landed, env)  # kill -9 mid-run
     partial = _shard_hashes(out)
     assert 0 < len(partial) < 6, "the kill should land mid-run"
     subprocess.run([*cli, "--out", str(out)], check=True, env=env)
