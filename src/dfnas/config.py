@@ -213,14 +213,19 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             value = yaml.safe_load(raw)
         except yaml.YAMLError:
             value = raw
-        node = data
-        parts = key.strip().split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise DfnasError(f"override '{item}': '{p}' is not a section")
-        node[parts[-1]] = value
+        set_key(data, key.strip(), value, f"override '{item}'")
     return data
+
+
+def set_key(data: dict[str, Any], dotted: str, value: Any, what: str = "setting") -> None:
+    """`data[a][b] = value` for the key `a.b`, making sections as needed, in place."""
+    node = data
+    *parents, last = dotted.split(".")
+    for p in parents:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise DfnasError(f"{what}: '{p}' is not a section")
+    node[last] = value
 
 
 def dump_yaml(obj: Any) -> str:
@@ -262,11 +267,7 @@ def config_from_args(cls: type[T], args: argparse.Namespace, section: str, flags
         data = data[section]
     for key, value in flags.items():
         if value is not None:
-            node = data
-            *parents, last = key.split(".")
-            for k in parents:
-                node = node.setdefault(k, {})
-            node[last] = value
+            set_key(data, key, value, f"flag for '{key}'")
     apply_overrides(data, [s.removeprefix(f"{section}.") if section else s for s in args.set])
     cfg = from_dict(cls, data, prefix=f"{section}." if section else "")
     check_devices(cfg, f"{section}." if section else "")

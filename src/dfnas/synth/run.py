@@ -145,12 +145,12 @@ def _synthesize(teacher: Teacher, cfg: SynthConfig, out: str | Path, force: bool
     inverter = Inverter(probe, spec, cfg, device)
     batches = plan(cfg, spec.num_classes)
     jobs = [(r, b) for r in range(cfg.rounds) for b in range(len(batches)) if b % world_size == rank]
-    done = sum(writer.has(r, b) for r, b in jobs)
-    bar = tqdm(total=len(jobs) * cfg.steps, initial=done * cfg.steps, disable=not progress,
+    done = {(r, b) for r, b in jobs if writer.has(r, b)}  # checked once: a rank's records cost a checksum
+    bar = tqdm(total=len(jobs) * cfg.steps, initial=len(done) * cfg.steps, disable=not progress,
                desc="synth", unit="step", dynamic_ncols=True, mininterval=0.5)
     prev: dict[int, torch.Tensor] = {}  # logits of round r-1 per batch, kept while needed
     for r, b in jobs:
-        if writer.has(r, b):
+        if (r, b) in done:
             continue
         slots = batches[b]
         hard = slots % spec.num_classes
