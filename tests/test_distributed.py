@@ -57,3 +57,54 @@ def test_killed_two_process_run_resumes_with_one_process(tmp_path: Path, one_pro
     assert not (out / "manifest.json").exists() or json.loads((out / "manifest.json").read_text())["status"] != "complete"
     subprocess.run([sys.executable, "-m", "dfnas", *ARGS, "--out", str(out)], check=True, env=ENV, capture_output=True)
     assert _shards(out) == one_process
+
+
+# -- search: N processes follow one process ---------------------------------------------------
+ALGOS = "darts,darts2,spos,proxyless,random"
+
+
+def _found(cmd: list[str], out: Path) -> dict:
+    done = subprocess.run([*cmd, str(Path(__file__).with_name("dist_exact.py")), ALGOS, str(out)], env=ENV,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_two_process_searches_and_training_equal_one_process_in_float64(tmp_path: Path) -> None:
+    """Every strategy and `train`, uneven shards (15 and 63 rows over 2 ranks): the same
+    architecture and the same losses to float64 rounding, so sharded BatchNorm and the weighted
+    gradient sum are exact (a wrong weighting or local BatchNorm differs by ~1e-3)."""
+    one = _found([sys.executable], tmp_path / "one")
+    two = _found([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"],
+                 tmp_path / "two")
+    assert set(one) == {*ALGOS.split(","), "train"}
+    a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("one", "two"))
+    assert a["per_seed"][0]["test_accuracy"] == b["per_seed"][0]["test_accuracy"]
+    assert (tmp_path / "two" / "seed0" / "weights.safetensors").is_file()
+    for algo in one:
+        assert two[algo].get("choices") == one[algo].get("choices"), algo
+        assert one[algo]["losses"] and two[algo]["losses"].keys() == one[algo]["losses"].keys(), algo
+        for k, v in one[algo]["losses"].items():
+            assert two[algo]["losses"][k] == pytest.approx(v, rel=1e-10, abs=1e-12), (algo, k)
+
+
+SEARCH = ["search", "--algo", "darts", "--space", "nb201", "--data", "mnist", "--quiet", "--epochs", "2",
+          "--set", "max_steps_per_epoch=3", "--set", "batch_size=16", "--set", "space_args.channels=4"]
+
+
+def test_torchrun_search_writes_one_folder_like_one_process(tmp_path: Path) -> None:
+    one = subprocess.run([sys.executable, "-m", "dfnas", *SEARCH, "--out", str(tmp_path / "one")], env=ENV,
+                         capture_output=True, text=True, timeout=300)
+    two = subprocess.run([*_torchrun(2), *SEARCH, "--out", str(tmp_path / "two")], env=ENV, capture_output=True,
+                         text=True, timeout=300)
+    assert one.returncode == 0 and two.returncode == 0, two.stderr[-2000:]
+    assert two.stdout.count('"arch"') == 1  # one summary, from rank 0
+    a, b = (json.loads((tmp_path / d / "arch.json").read_text()) for d in ("one", "two"))
+    assert a["choices"] == b["choices"]
+    assert b["search"]["val_loss"] == pytest.approx(a["search"]["val_loss"], rel=1e-5)
+    log = [json.loads(line) for line in (tmp_path / "two" / "search.log").read_text().splitlines()]
+    assert [r["epoch"] for r in log if "epoch" in r] == [0, 1]  # rank 0 alone writes the log
+    # rerun under one process: the finished checkpoint is resumed, same architecture
+    again = subprocess.run([sys.executable, "-m", "dfnas", *SEARCH, "--out", str(tmp_path / "two")], env=ENV,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and json.loads((tmp_path / "two" / "arch.json").read_text())["choices"] == a["choices"]

@@ -30,7 +30,7 @@ COMMAND_MODULES = [
 
 
 # Commands that spread their work over the processes of a `torchrun` launch (dfnas.dist).
-DISTRIBUTED = ("synth",)
+DISTRIBUTED = ("synth", "search", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:

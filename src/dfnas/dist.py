@@ -1,20 +1,42 @@
-"""The process group of a `torchrun` launch: rank, world size, device and barriers.
+"""The process group of a `torchrun` launch: rank, world size, device, collectives and the
+batch-sharded training they make exact.
 
     torchrun --nproc-per-node 2 -m dfnas synth --teacher mnist-cnn --out runs/synth
+    torchrun --nproc-per-node 2 -m dfnas search --algo darts --data runs/synth --out runs/s
 
 torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; a plain `dfnas` call is world size 1 and never
 touches torch.distributed. CPU runs use gloo, CUDA runs NCCL with one GPU per local rank.
 Collectives time out (DFNAS_DIST_TIMEOUT seconds, default 4 h: the slowest rank's share of a
 long synthesis) instead of hanging forever on a rank that died outside torchrun's watch.
+
+Data-parallel training here is exact, not approximate: every rank takes its rows of the same
+global batch, BatchNorm reduces its batch statistics over all ranks (`SyncedBatchNorm`, which
+also runs on the CPU, where torch's SyncBatchNorm does not), each rank's loss is weighted by its
+share of the rows and the gradients are summed (`Group.reduce_`), so N processes follow one
+process at the same global batch to float rounding, uneven shares included. dfnas sums gradients itself instead of wrapping the model
+in DistributedDataParallel because DARTS and ProxylessNAS take gradients with
+`torch.autograd.grad` (alphas, gates), which DDP's backward hooks never see.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
 
 from dfnas.errors import DfnasError
+
+
+def _collective_failed(rank: int, e: Exception) -> DfnasError:
+    return DfnasError(f"rank {rank}: another process of this torchrun job stopped or timed out "
+                      f"({str(e).splitlines()[0][:120] if str(e) else type(e).__name__}); "
+                      "rerun the same command to resume")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,19 +49,86 @@ class Group:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
     def barrier(self) -> None:
-        if self.world_size > 1:
+        if self.distributed:
             import torch.distributed as td
 
             try:
                 td.barrier()
             except RuntimeError as e:  # a rank died or the wait timed out
-                raise DfnasError(f"rank {self.rank}: another process of this torchrun job stopped or timed out "
-                                 f"({str(e).splitlines()[0][:120]}); rerun the same command to resume") from e
+                raise _collective_failed(self.rank, e) from e
 
     def device(self, device: str) -> str:
         """Each rank's own GPU: `cuda` becomes cuda:LOCAL_RANK."""
-        return f"cuda:{self.local_rank}" if device == "cuda" and self.world_size > 1 else device
+        return f"cuda:{self.local_rank}" if device == "cuda" and self.distributed else device
+
+    def rows(self, n: int) -> slice:
+        """This rank's contiguous rows of a global batch of n (uneven when N does not divide n)."""
+        return slice(self.rank * n // self.world_size, (self.rank + 1) * n // self.world_size)
+
+    def reduce_(self, tensors: Sequence[torch.Tensor]) -> None:
+        """In place, every tensor becomes its sum over the ranks, in one flat all_reduce. Each
+        rank backpropagates its rows' mean loss times its share of the global batch, so the
+        sums are the global batch's gradients (BatchNorm's cross-rank terms included)."""
+        if not self.distributed or not tensors:
+            return
+        import torch.distributed as td
+
+        flat = torch.cat([t.detach().reshape(-1) for t in tensors])
+        try:
+            td.all_reduce(flat)
+        except RuntimeError as e:
+            raise _collective_failed(self.rank, e) from e
+        offset = 0
+        for t in tensors:
+            t.detach().copy_(flat[offset:offset + t.numel()].view_as(t))
+            offset += t.numel()
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's `obj`, in rank order, on every rank (small picklable records only)."""
+        if not self.distributed:
+            return [obj]
+        import torch.distributed as td
+
+        out: list[Any] = [None] * self.world_size
+        try:
+            td.all_gather_object(out, obj)
+        except RuntimeError as e:
+            raise _collective_failed(self.rank, e) from e
+        return out
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's `obj` on every rank (a measurement only one rank should make, e.g. latency)."""
+        if not self.distributed:
+            return obj
+        import torch.distributed as td
+
+        box = [obj if self.is_main else None]
+        try:
+            td.broadcast_object_list(box, src=0)
+        except RuntimeError as e:
+            raise _collective_failed(self.rank, e) from e
+        return box[0]
+
+    def map(self, fn: Any, items: Sequence[Any]) -> list[Any]:
+        """[fn(x) for x in items], item i computed on rank i % N, the results on every rank."""
+        if not self.distributed:
+            return [fn(x) for x in items]
+        mine = {i: fn(items[i]) for i in range(self.rank, len(items), self.world_size)}
+        merged: dict[int, Any] = {}
+        for part in self.gather(mine):
+            merged.update(part)
+        return [merged[i] for i in range(len(items))]
+
+    def check_same(self, value: Any, what: str) -> None:
+        """Refuse to go on when the ranks disagree on `value` (a result every rank must share)."""
+        if self.distributed and any(v != value for v in self.gather(value)):
+            raise DfnasError(f"the {self.world_size} processes ended with different {what}; this is a bug in "
+                             "dfnas's scale-out, please report it (a one-process run is unaffected)")
 
 
 def from_env(device: str = "cpu") -> Group:
@@ -59,3 +148,82 @@ def from_env(device: str = "cpu") -> Group:
             raise DfnasError(f"cannot join the torchrun process group ({str(e).splitlines()[0][:120]}); "
                              "launch with torchrun --nproc-per-node N -m dfnas ...") from e
     return Group(rank, world, local)
+
+
+# -- exact data parallelism -------------------------------------------------------------------
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks whose backward sums the incoming gradients over ranks too: the gradient of
+    the sum of every rank's loss with respect to this rank's input."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as td
+
+        y = x.clone()
+        td.all_reduce(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as td
+
+        g = g.clone()
+        td.all_reduce(g)
+        return g
+
+
+class SyncedBatchNorm(nn.BatchNorm2d):
+    """BatchNorm2d whose training-mode statistics are those of the global batch over every rank,
+    while `synced` is on (`sharded`); otherwise, and in eval mode, plain BatchNorm2d.
+
+    Each rank's mean and biased variance are merged exactly (Chan et al.) through a
+    differentiable all_reduce; the output is one fused x * scale + shift."""
+
+    synced: bool = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.synced and self.training):
+            return super().forward(x)
+        n_local = x.numel() // x.shape[1]
+        var_l, mean_l = torch.var_mean(x, (0, 2, 3), correction=0)
+        first = _AllReduceSum.apply(torch.cat([mean_l * n_local, mean_l.new_tensor([float(n_local)])]))
+        n = first[-1].detach()
+        mean = first[:-1] / n
+        var = _AllReduceSum.apply(n_local * (var_l + (mean_l - mean) ** 2)) / n
+        scale = torch.rsqrt(var + self.eps)
+        if self.weight is not None:
+            scale = scale * self.weight
+        shift = -mean * scale
+        if self.bias is not None:
+            shift = shift + self.bias
+        if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                unbiased = var.detach() * (n / (n - 1)) if float(n) > 1 else var.detach()
+                self.running_mean.lerp_(mean.detach(), m)
+                self.running_var.lerp_(unbiased, m)
+        c = x.shape[1]
+        return torch.addcmul(shift.view(1, c, 1, 1), x, scale.view(1, c, 1, 1))
+
+
+def sync_batchnorm(model: nn.Module) -> nn.Module:
+    """Swap every BatchNorm2d of `model` for a SyncedBatchNorm sharing its parameters and
+    buffers (in place; optimizers built before or after see the same tensors)."""
+    for m in model.modules():
+        if type(m) is nn.BatchNorm2d:
+            m.__class__ = SyncedBatchNorm  # same attributes, same tensors: only forward differs
+    return model
+
+
+@contextlib.contextmanager
+def synced(model: nn.Module, on: bool = True) -> Iterator[None]:
+    """Within: the SyncedBatchNorm layers of `model` reduce their statistics over all ranks."""
+    bns = [m for m in model.modules() if isinstance(m, SyncedBatchNorm)]
+    for m in bns:
+        m.synced = on
+    try:
+        yield
+    finally:
+        for m in bns:
+            m.synced = False

@@ -43,6 +43,16 @@ class Strategy:
 
     def __init__(self, cfg: SearchConfig) -> None:
         self.cfg = cfg
+        self.ctx: SearchContext | None = None
+
+    def weigh(self, loss: torch.Tensor) -> torch.Tensor:
+        """This process's term of the global loss in a sharded step (see SearchContext)."""
+        return loss if self.ctx is None else self.ctx.weigh(loss)
+
+    def reduce(self, tensors: list[torch.Tensor]) -> None:
+        """Sum gradients / loss values over the processes of a sharded step (see SearchContext)."""
+        if self.ctx is not None:
+            self.ctx.reduce(tensors)
 
     def check(self, model: nn.Module, space_name: str = "") -> None:
         """Refuse a supernet this strategy cannot search, before any work starts."""
@@ -93,6 +103,7 @@ class AlphaStrategy(Strategy):
     def start(self, model: nn.Module, ctx: SearchContext) -> tuple[list[dict[str, list[float]]], int, dict[str, Any]]:
         """Set up on ctx's device and restore the checkpoint if there is one: (history, first epoch, metrics)."""
         model.to(ctx.device).train()
+        self.ctx = ctx
         self.setup(model, ctx)
         self._model = model
         history: list[dict[str, list[float]]] = [{k: v.tolist() for k, v in self.probs().items()}]

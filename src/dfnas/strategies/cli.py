@@ -15,6 +15,7 @@ import argparse
 import json
 
 from dfnas.config import add_config_args, config_from_args
+from dfnas.dist import from_env
 from dfnas.errors import DfnasError
 from dfnas.strategies.config import SearchConfig
 
@@ -51,6 +52,8 @@ def _search(args: argparse.Namespace) -> int:
     cfg = resolve_config(args)
     check_config(cfg)
     check_algo_space(cfg)
+    group = from_env(cfg.device)
+    cfg.device = group.device(cfg.device)
     source = load_source(args.data, args.spec, "train")
     teacher = None
     if args.teacher:
@@ -60,7 +63,10 @@ def _search(args: argparse.Namespace) -> int:
                                       f"data {source.name}")
     elif args.teacher_weights:
         raise DfnasError("--teacher-weights needs --teacher")
-    rec = run_search(cfg, source, args.out, progress=not args.quiet, force=args.force, teacher=teacher)
+    rec = run_search(cfg, source, args.out, progress=not args.quiet, force=args.force, teacher=teacher,
+                     group=group)
+    if not group.is_main:
+        return 0
     summary = {"arch": f"{args.out}/arch.json", "flops": rec.get("flops"), "params": rec.get("params"),
                **{k: rec[k] for k in ("genotype", "nb201_string") if k in rec}}
     if "nb201_benchmark" in rec:  # labelled: the benchmark's figure for this cell, not a result of this run

@@ -1,16 +1,21 @@
 """The context a search strategy runs in: Lightning-style hooks (`on_step_end`,
-`on_epoch_end`), the search log, progress bars and atomic checkpoints."""
+`on_epoch_end`), the search log, progress bars, atomic checkpoints, and the torchrun group
+(`sharded` phases split every batch over the processes; `reduce` sums their gradients)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
+from dfnas.dist import synced
 from dfnas.errors import DfnasError
 from dfnas.io import atomic_save
 from dfnas.strategies.config import SearchConfig
@@ -48,6 +53,37 @@ class SearchContext:
     def device(self) -> torch.device:
         return self.data.device
 
+    @property
+    def group(self) -> Any:
+        return self.data.group
+
+    # -- scale-out ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def sharded(self, model: nn.Module) -> Iterator[None]:
+        """Within: every rank trains on its rows of each batch with BatchNorm over the global
+        batch; losses must go through `weigh` and their gradients through `reduce`. One process:
+        nothing changes."""
+        self.data.sharded = True
+        try:
+            with synced(model, self.group.distributed):
+                yield
+        finally:
+            self.data.sharded = False
+
+    @property
+    def share(self) -> float:
+        """The weight of this rank's loss in a sharded step: its fraction of the global batch."""
+        return self.data.share if self.data.sharded and self.group.distributed else 1.0
+
+    def weigh(self, loss: torch.Tensor) -> torch.Tensor:
+        """This rank's mean loss -> its term of the global batch's mean loss (before backward)."""
+        return loss * self.share if self.share != 1.0 else loss
+
+    def reduce(self, tensors: Sequence[torch.Tensor]) -> None:
+        """Gradients (and loss values) of weighed losses -> those of the global batch, in place."""
+        if self.data.sharded:
+            self.group.reduce_(tensors)
+
     # -- hooks ----------------------------------------------------------------------------
     def step_end(self, metrics: dict[str, float]) -> None:
         self.global_step += 1
@@ -62,7 +98,7 @@ class SearchContext:
     # -- log / progress ------------------------------------------------------------------
     def log(self, record: dict[str, Any]) -> None:
         """One JSON line per event in DIR/search.log (append: the log survives resumes)."""
-        if self.out is None:
+        if self.out is None or not self.group.is_main:
             return
         with open(self.out / "search.log", "a") as f:
             f.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
@@ -70,7 +106,8 @@ class SearchContext:
     def bar(self, total: int, desc: str) -> Any:
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, desc=desc, leave=False, disable=not self.progress, dynamic_ncols=True)
+        return tqdm(total=total, desc=desc, leave=False, disable=not self.progress or not self.group.is_main,
+                    dynamic_ncols=True)
 
     # -- checkpoints ---------------------------------------------------------------------
     @property
@@ -79,7 +116,7 @@ class SearchContext:
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         """Atomic: a kill during the write leaves the previous checkpoint intact."""
-        if self.checkpoint_path is None:
+        if self.checkpoint_path is None or not self.group.is_main:
             return
         state = {**state, "global_step": self.global_step, "seconds": self.seconds}
         atomic_save(self.checkpoint_path, lambda tmp: torch.save(state, tmp))

@@ -125,7 +125,7 @@ class DartsStrategy(AlphaStrategy):
             self._frozen = False
 
     def _loss(self, model: nn.Module, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return target_loss(model(x), t, self.cfg.kd_temperature)
+        return self.weigh(target_loss(model(x), t, self.cfg.kd_temperature))
 
     def arch_grads(self, model: nn.Module, xt: torch.Tensor, tt: torch.Tensor,
                    xv: torch.Tensor, tv: torch.Tensor) -> tuple[list[torch.Tensor], float]:
@@ -133,8 +133,18 @@ class DartsStrategy(AlphaStrategy):
         alphas = list(self._alpha_of.values())
         if self.cfg.darts.order == 1:
             loss = self._loss(model, xv, tv)
-            return list(torch.autograd.grad(loss, alphas)), float(loss.detach())
+            grads = list(torch.autograd.grad(loss, alphas))
+            value = loss.detach().reshape(1).clone()
+            self.reduce([*grads, value])
+            return grads, float(value)
         return self._unrolled_grads(model, xt, tt, xv, tv)
+
+    def _grad(self, loss: torch.Tensor, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        """d loss / d tensors (zeros where unused), summed over the processes of a sharded step."""
+        grads = torch.autograd.grad(loss, tensors, allow_unused=True)
+        out = [g if g is not None else torch.zeros_like(t) for g, t in zip(grads, tensors, strict=True)]
+        self.reduce(out)
+        return out
 
     def _unrolled_grads(self, model: nn.Module, xt: torch.Tensor, tt: torch.Tensor,
                         xv: torch.Tensor, tv: torch.Tensor) -> tuple[list[torch.Tensor], float]:
@@ -144,19 +154,20 @@ class DartsStrategy(AlphaStrategy):
         params = [p for p in model.parameters() if p.requires_grad]
         with self._weights_only():  # the virtual step needs weight gradients only
             loss_t = self._loss(model, xt, tt)
-        g_train = torch.autograd.grad(loss_t, params, allow_unused=True)
+        g_train = self._grad(loss_t, params)
         backup = [p.detach().clone() for p in params]
         with torch.no_grad():  # virtual SGD step w' (with the optimizer's momentum and decay)
             for p, g in zip(params, g_train, strict=True):
-                d = (g if g is not None else torch.zeros_like(p)) + cfg.weight_decay * p
+                d = g + cfg.weight_decay * p
                 buf = self.w_opt.state.get(p, {}).get("momentum_buffer")
                 if buf is not None:
                     d = d + cfg.momentum * buf
                 p.sub_(xi * d)
         loss_v = self._loss(model, xv, tv)
-        grads = torch.autograd.grad(loss_v, alphas + params, allow_unused=True)
-        g_alpha = [g if g is not None else torch.zeros_like(a) for g, a in zip(grads[:len(alphas)], alphas, strict=True)]
-        dw = [g if g is not None else torch.zeros_like(p) for g, p in zip(grads[len(alphas):], params, strict=True)]
+        value = loss_v.detach().reshape(1).clone()
+        grads = self._grad(loss_v, alphas + params)
+        self.reduce([value])
+        g_alpha, dw = grads[:len(alphas)], grads[len(alphas):]
         norm = torch.sqrt(sum((d * d).sum() for d in dw))
         eps = dc.hvp_eps / float(norm.clamp_min(1e-12))
         hvp: list[list[torch.Tensor]] = []
@@ -164,13 +175,12 @@ class DartsStrategy(AlphaStrategy):
             with torch.no_grad():
                 for p, b, d in zip(params, backup, dw, strict=True):
                     p.copy_(b + sign * eps * d)
-            ga = torch.autograd.grad(self._loss(model, xt, tt), alphas, allow_unused=True)
-            hvp.append([g if g is not None else torch.zeros_like(a) for g, a in zip(ga, alphas, strict=True)])
+            hvp.append(self._grad(self._loss(model, xt, tt), alphas))
         with torch.no_grad():
             for p, b in zip(params, backup, strict=True):
                 p.copy_(b)
         out = [ga - xi * (gp - gm) / (2 * eps) for ga, gp, gm in zip(g_alpha, hvp[0], hvp[1], strict=True)]
-        return out, loss_v.item()
+        return out, float(value)
 
     def arch_step(self, model: nn.Module, xt: torch.Tensor, tt: torch.Tensor, xv: torch.Tensor, tv: torch.Tensor) -> float:
         grads, loss = self.arch_grads(model, xt, tt, xv, tv)
@@ -182,7 +192,7 @@ class DartsStrategy(AlphaStrategy):
 
     def weight_step(self, model: nn.Module, x: torch.Tensor, t: torch.Tensor) -> float:
         with self._weights_only():  # the mixers read the flag only in the forward
-            return sgd_step(model, self.w_opt, x, t, self.cfg)
+            return sgd_step(model, self.w_opt, x, t, self.cfg, self.weigh, self.reduce)
 
     # -- the search -----------------------------------------------------------------------------
     def search(self, model: nn.Module, ctx: SearchContext) -> SearchResult:
@@ -193,12 +203,13 @@ class DartsStrategy(AlphaStrategy):
             bar = ctx.bar(data.steps("train"), f"darts e{epoch + 1}/{self.cfg.epochs}")
             lt = lv = 0.0
             n = 0
-            for xt, tt in data.batches("train", f"darts-e{epoch}"):
-                xv, tv = next(val)
-                lv += self.arch_step(model, xt, tt, xv, tv)
-                lt += self.weight_step(model, xt, tt)
-                n += 1
-                self.step_done(ctx, bar, lt, lv, n)
+            with ctx.sharded(model):
+                for xt, tt in data.batches("train", f"darts-e{epoch}"):
+                    xv, tv = next(val)
+                    lv += self.arch_step(model, xt, tt, xv, tv)
+                    lt += self.weight_step(model, xt, tt)
+                    n += 1
+                    self.step_done(ctx, bar, lt, lv, n)
             metrics = self.epoch_done(bar, history, lt, lv, n)
             ctx.save_checkpoint(self.state_dict(model, epoch, history, metrics))
             ctx.epoch_end(epoch, metrics)

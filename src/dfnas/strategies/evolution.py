@@ -62,8 +62,10 @@ class Evolution:
         return self._draw(make, seen)
 
     def run(self, score: Callable[[Arch], float], state: dict[str, Any] | None = None,
-            generations: int = 5, on_generation: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-        """Evolve; `state` (from `on_generation`) resumes. Returns the final state with `best`."""
+            generations: int = 5, on_generation: Callable[[dict[str, Any]], None] | None = None,
+            map_fn: Callable[[Callable[[Arch], float], list[Arch]], list[float]] | None = None) -> dict[str, Any]:
+        """Evolve; `state` (from `on_generation`) resumes. Returns the final state with `best`.
+        `map_fn(score, archs)` scores a generation's new candidates (e.g. spread over processes)."""
         st = state or {"generation": 0, "scores": {}, "population": None, "history": []}
         scores: dict[str, float] = st["scores"]
         archs: dict[str, Arch] = {}
@@ -81,11 +83,11 @@ class Evolution:
                     raise DfnasError(f"no architecture of the space is under the FLOPs limit {self.limit}; raise spos.flops_limit")
             else:
                 pop = [_load(k) for k in st["population"]]
-            for a in pop:
-                k = arch_key(a)
-                if k not in scores:
-                    scores[k] = float(score(a))
-                    archs[k] = a
+            new = list({arch_key(a): a for a in pop if arch_key(a) not in scores}.values())
+            values = map_fn(score, new) if map_fn is not None else [score(a) for a in new]
+            for a, v in zip(new, values, strict=True):
+                scores[arch_key(a)] = float(v)
+                archs[arch_key(a)] = a
             ranked = sorted(scores, key=lambda k: -scores[k])
             parents = [archs[k] for k in ranked[:self.topk]]
             st["history"].append({"generation": gen, "best": scores[ranked[0]],

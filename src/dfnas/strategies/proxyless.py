@@ -101,7 +101,9 @@ class ProxylessStrategy(AlphaStrategy):
             self.cost = flops_cost_model(model, shape)
         elif pc.hw_metric == "latency":
             cache = default_latency_cache() / f"{ctx.cfg.space}-{derive_seed(0, json.dumps(ctx.cfg.space_args, sort_keys=True), str(shape))}.json"
-            self.cost = latency_cost_model(model, shape, ctx.device, pc.latency_repeats, cache)
+            # measured once, on rank 0: every process must optimise the same cost table
+            self.cost = ctx.group.broadcast(latency_cost_model(model, shape, ctx.device, pc.latency_repeats, cache)
+                                            if ctx.group.is_main else None)
         self.target = pc.hw_target
         if self.cost is not None and self.target is None:
             uniform = {k: torch.full((len(v),), 1.0 / len(v)) for k, v in self.names.items()}
@@ -149,28 +151,32 @@ class ProxylessStrategy(AlphaStrategy):
     # -- steps ------------------------------------------------------------------------------------
     def weight_step(self, model: nn.Module, x: torch.Tensor, t: torch.Tensor, g: torch.Generator, uniform: bool) -> float:
         self.sample_single(g, uniform)
-        return sgd_step(model, self.w_opt, x, t, self.cfg)
+        return sgd_step(model, self.w_opt, x, t, self.cfg, self.weigh, self.reduce)
 
     def arch_step(self, model: nn.Module, x: torch.Tensor, t: torch.Tensor, g: torch.Generator) -> float:
         self.sample_pairs(g)
         task = target_loss(model(x), t, self.cfg.kd_temperature)
-        loss = self.hw_loss(task)
+        # weighing the whole loss counts the cost term once over processes: the shares sum to 1
+        loss = self.weigh(self.hw_loss(task))
         labels = [k for k, m in self.mode.items() if m[0] == "gate"]
         gates = [self.mode[k][2] for k in labels]
         alphas = list(self._alpha_of.values())
         grads = torch.autograd.grad(loss, gates + alphas, allow_unused=True)
+        grads = [g if g is not None else torch.zeros_like(x) for g, x in zip(grads, gates + alphas, strict=True)]
+        value = self.weigh(task.detach()).reshape(1).clone()
+        self.reduce([*grads, value])
         g_gates, g_alpha = grads[:len(gates)], grads[len(gates):]
         self.arch_opt.zero_grad(set_to_none=True)
         old: dict[str, torch.Tensor] = {}
         for a, ga in zip(alphas, g_alpha, strict=True):
-            a.grad = ga.clone() if ga is not None else torch.zeros_like(a)
+            a.grad = ga.clone()
         for k, gg in zip(labels, g_gates, strict=True):
             a = self._alpha_of[k]
             pair = list(self.mode[k][1])
             p2 = torch.softmax(a.detach()[pair], 0)
             # dL/dalpha_i = sum_j dL/dg_j * p_j * (delta_ij - p_i), over the two sampled paths
             jac = torch.diag(p2) - torch.outer(p2, p2)
-            a.grad[pair] += jac @ (gg if gg is not None else torch.zeros_like(p2))
+            a.grad[pair] += jac @ gg
             old[k] = a.detach()[pair].clone()
         self.arch_opt.step()
         with torch.no_grad():  # keep the pair's total probability mass (unsampled paths unchanged)
@@ -179,7 +185,7 @@ class ProxylessStrategy(AlphaStrategy):
                 pair = list(self.mode[k][1])
                 shift = torch.logsumexp(a[pair], 0) - torch.logsumexp(before, 0)
                 a[pair] -= shift
-        return task.item()
+        return float(value)
 
     # -- the search -----------------------------------------------------------------------------
     def derive(self) -> Arch:
@@ -195,13 +201,14 @@ class ProxylessStrategy(AlphaStrategy):
             bar = ctx.bar(data.steps("train"), f"proxyless e{epoch + 1}/{self.cfg.epochs}{' warm-up' if warm else ''}")
             lt = lv = 0.0
             n = 0
-            for xt, tt in data.batches("train", f"proxyless-e{epoch}"):
-                lt += self.weight_step(model, xt, tt, g, uniform=warm)
-                if not warm:
-                    xv, tv = next(val)
-                    lv += self.arch_step(model, xv, tv, g)
-                n += 1
-                self.step_done(ctx, bar, lt, lv, n)
+            with ctx.sharded(model):
+                for xt, tt in data.batches("train", f"proxyless-e{epoch}"):
+                    lt += self.weight_step(model, xt, tt, g, uniform=warm)
+                    if not warm:
+                        xv, tv = next(val)
+                        lv += self.arch_step(model, xv, tv, g)
+                    n += 1
+                    self.step_done(ctx, bar, lt, lv, n)
             metrics = self.epoch_done(bar, history, lt, lv, n)
             if self.cost is not None:
                 metrics["expected_cost"] = float(self.cost.expected(self.probs()))

@@ -64,14 +64,17 @@ class RandomStrategy(Strategy):
         results: list[dict] = st["results"] if st is not None else []
         bar = ctx.bar(len(archs), "random search")
         bar.update(len(results))
-        for i in range(len(results), len(archs)):
-            r = self.score(model, ctx, archs[i], i)
-            results.append({"arch": arch_key(archs[i]), **r})
-            bar.update(1)
-            bar.set_postfix(acc=f"{r['val_acc']:.3f}", best=f"{max(x['val_acc'] for x in results):.3f}")
-            ctx.step_end(r)
-            ctx.save_checkpoint({"algo": self.name, "results": results})
-            ctx.epoch_end(i, r)
+        group = ctx.group
+        # rounds of one candidate per process (candidate i on rank i % N); a checkpoint per round
+        for first in range(len(results), len(archs), group.world_size):
+            todo = list(range(first, min(first + group.world_size, len(archs))))
+            for i, r in zip(todo, group.map(lambda i: self.score(model, ctx, archs[i], i), todo), strict=True):
+                results.append({"arch": arch_key(archs[i]), **r})
+                bar.update(1)
+                bar.set_postfix(acc=f"{r['val_acc']:.3f}", best=f"{max(x['val_acc'] for x in results):.3f}")
+                ctx.step_end(r)
+                ctx.save_checkpoint({"algo": self.name, "results": results})
+                ctx.epoch_end(i, r)
         bar.close()
         metric = self.cfg.random.score
         best = max(results, key=lambda r: candidate_score({"acc": r["val_acc"], "loss": r["val_loss"]}, metric))

@@ -28,6 +28,7 @@ from torch import nn
 
 from dfnas.config import check_device, dump_yaml, result_keys, to_dict
 from dfnas.data.sources import Source
+from dfnas.dist import Group, sync_batchnorm
 from dfnas.errors import DfnasError
 from dfnas.io import (
     atomic_write_json,
@@ -187,8 +188,13 @@ def _nb201_truth(arch: dict[str, Any], spec: Any) -> dict[str, Any]:
 
 def run_search(cfg: SearchConfig, source: Source, out: str | Path | None, *, hooks: Sequence[Hook] = (),
                progress: bool = True, force: bool = False, supernet: nn.Module | None = None,
-               space_cfg: dict[str, Any] | None = None, teacher: Teacher | None = None) -> dict[str, Any]:
+               space_cfg: dict[str, Any] | None = None, teacher: Teacher | None = None,
+               group: Group | None = None) -> dict[str, Any]:
     """Search, write DIR's files, return the arch.json content. Resumes from DIR/checkpoint.pt.
+
+    `group`: the processes of a torchrun launch (`dfnas.dist`); supernet steps split every batch
+    over them, candidate scoring spreads candidates; rank 0 writes DIR, every rank returns the
+    same record.
 
     `supernet` (with `space_cfg`) replaces the registered space (tests, custom spaces); its
     arch.json then carries `space: cfg.space` but is not validated against the registry.
@@ -206,20 +212,28 @@ def run_search(cfg: SearchConfig, source: Source, out: str | Path | None, *, hoo
         cfg = dataclasses.replace(cfg, space_args=dict(space_cfg))  # config.yaml: every size resolved
     strategy = create_strategy(cfg.algo, cfg)
     strategy.check(supernet, cfg.space)
-    data = SearchData(source, cfg, cfg.device, OnlineTeacher(teacher, source.spec) if teacher is not None else None)
+    group = group or Group()
+    if group.distributed:
+        sync_batchnorm(supernet)
+    data = SearchData(source, cfg, cfg.device, OnlineTeacher(teacher, source.spec) if teacher is not None else None,
+                      group)
     out_path = Path(out) if out is not None else None
     identity = {"config": to_dict(cfg), "data": source.identity, "space_cfg": space_cfg, "dfnas": __version__}
     if teacher is not None:  # only then: folders of teacher-less runs keep their identity
         identity["teacher"] = teacher.identity()
-    if out_path is not None:
+    if out_path is not None and group.is_main:
         prepare_out(out_path, json.loads(json.dumps(identity)), force)
         atomic_write_text(out_path / "config.yaml", dump_yaml(cfg))
+    group.barrier()  # the folder is checked (and cleared by --force) before any rank reads a checkpoint
     ctx = SearchContext(cfg, data, out_path, list(hooks), progress)
     t0 = time.time()
     ctx.log({"event": "start", "algo": cfg.algo, "space": cfg.space, "seed": cfg.seed})
     result = strategy.search(supernet, ctx)
     set_mixers(supernet, None, None)
     validate_arch(supernet, result.arch, cfg.space)
+    group.check_same(json.dumps(result.arch, sort_keys=True), "architectures")
+    if not group.is_main:  # rank 0 writes the folder; every rank returns the same record
+        out_path = None
     wall = time.time() - t0
     extra = {"algo": cfg.algo, "seed": cfg.seed, "search": _jsonable(result.metrics), "data": source.identity,
              "data_synthetic": source.is_synthetic, "search_loss": data.loss_kind,
@@ -236,6 +250,7 @@ def run_search(cfg: SearchConfig, source: Source, out: str | Path | None, *, hoo
             ctx.log({"event": "draw", "warning": err})
         ctx.log({"event": "done", "seconds": round(wall, 2), "arch": result.arch})
     record.pop("_record", None)
+    group.barrier()
     return record
 
 

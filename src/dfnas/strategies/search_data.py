@@ -17,6 +17,7 @@ from torch import nn
 
 from dfnas.data.sources import Source
 from dfnas.data.transforms import augment
+from dfnas.dist import Group
 from dfnas.errors import DfnasError
 from dfnas.io import derive_seed
 from dfnas.strategies.config import SearchConfig
@@ -42,8 +43,9 @@ class SearchData:
     """A seeded train/val split of one Source, served as augmented normalised batches."""
 
     def __init__(self, source: Source, cfg: SearchConfig, device: torch.device | str = "cpu",
-                 teacher: nn.Module | None = None) -> None:
-        """`teacher`: an online teacher taking input normalised like `source` (see OnlineTeacher)."""
+                 teacher: nn.Module | None = None, group: Group | None = None) -> None:
+        """`teacher`: an online teacher taking input normalised like `source` (see OnlineTeacher).
+        `group`: the torchrun processes; while `sharded`, each serves its rows of every batch."""
         check_fits(source)
         n = len(source)
         n_val = int(round(n * cfg.val_fraction))
@@ -66,6 +68,15 @@ class SearchData:
         self.max_steps = cfg.max_steps_per_epoch
         self.teacher = teacher.to(self.device).eval() if teacher is not None else None
         self._clean_logits: dict[str, torch.Tensor] = {}
+        self.group = group or Group()
+        self.sharded = False
+        if self.batch_size < self.group.world_size:
+            raise DfnasError(f"search.batch_size {self.batch_size} is smaller than the {self.group.world_size} "
+                             "processes it is split over; raise it or launch fewer processes")
+        rows = self.group.rows(self.batch_size)
+        self.rows = rows
+        # this rank's fraction of every sharded batch: the weight of its gradients in the sum
+        self.share = (rows.stop - rows.start) / self.batch_size
 
     @property
     def is_synthetic(self) -> bool:
@@ -95,6 +106,7 @@ class SearchData:
     def batches(self, split: str, key: Any, train_aug: bool = True, limit: int | None = None
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Shuffled batches of `split`; the same (seed, split, key) always gives the same stream.
+        While `sharded`, this rank's rows of each (augmented once, identically on every rank).
 
         `limit`: None = one epoch (capped by max_steps_per_epoch), 0 = every full batch of the
         split (scoring "on the whole val split" must not be capped), k = at most k batches."""
@@ -105,10 +117,12 @@ class SearchData:
         n = self.steps(split) if limit is None else min(limit or whole, whole)
         for i in range(n):
             idx = perm[i * self.batch_size:(i + 1) * self.batch_size]
-            x = x_all[idx].to(self.device, non_blocking=True).float().div_(255)
+            x = x_all[idx].to(self.device, non_blocking=True).to(torch.get_default_dtype()).div_(255)
             if train_aug:
                 x = augment(x, self.max_shift, self.flip, g)
             x = self.source.normalize(x)
+            if self.sharded and self.group.distributed:
+                x, idx = x[self.rows], idx[self.rows]
             if self.teacher is None:
                 t = t_all[idx].to(self.device, non_blocking=True)
             elif train_aug:

@@ -65,7 +65,7 @@ class SposStrategy(Strategy):
     def train_step(self, model: nn.Module, x: torch.Tensor, t: torch.Tensor, rng: random.Random) -> float:
         """One SGD step of the supernet on one uniformly drawn path."""
         apply_arch(model, self.sample(model, rng))
-        return sgd_step(model, self.w_opt, x, t, self.cfg)
+        return sgd_step(model, self.w_opt, x, t, self.cfg, self.weigh, self.reduce)
 
     def train_supernet(self, model: nn.Module, ctx: SearchContext, start: int,
                        metrics: dict[str, float]) -> dict[str, float]:
@@ -74,12 +74,13 @@ class SposStrategy(Strategy):
             rng = random.Random(derive_seed(self.cfg.seed, "spos-paths", epoch))
             bar = ctx.bar(data.steps("train"), f"spos supernet e{epoch + 1}/{self.cfg.epochs}")
             lt, n = 0.0, 0
-            for x, t in data.batches("train", f"spos-e{epoch}"):
-                lt += self.train_step(model, x, t, rng)
-                n += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{lt / n:.3f}")
-                ctx.step_end({"train_loss": lt / n})
+            with ctx.sharded(model):  # every process draws the same path: same seeded rng
+                for x, t in data.batches("train", f"spos-e{epoch}"):
+                    lt += self.train_step(model, x, t, rng)
+                    n += 1
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{lt / n:.3f}")
+                    ctx.step_end({"train_loss": lt / n})
             bar.close()
             self.sched.step()
             metrics = {"train_loss": lt / max(n, 1)}
@@ -94,6 +95,7 @@ class SposStrategy(Strategy):
 
     def search(self, model: nn.Module, ctx: SearchContext) -> SearchResult:
         model.to(ctx.device).train()
+        self.ctx = ctx
         self.setup(model, ctx)
         st = ctx.load_checkpoint()
         start, evo_state, metrics = 0, None, {}
@@ -123,7 +125,8 @@ class SposStrategy(Strategy):
             model.load_state_dict(trained)
             return self.score(model, ctx, arch)
 
-        res = evo.run(score, evo_state, sc.generations, on_gen)
+        # candidates are independent: each process scores its own, on whole batches
+        res = evo.run(score, evo_state, sc.generations, on_gen, map_fn=ctx.group.map)
         bar.close()
         model.load_state_dict(trained)
         best = res["best"]

@@ -3,6 +3,8 @@ of the supernet weights and how a candidate's score is read."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 from torch import nn
 
@@ -18,11 +20,18 @@ def weight_optimizer(model: nn.Module, cfg: SearchConfig) -> tuple[torch.optim.S
     return opt, sched
 
 
-def sgd_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, t: torch.Tensor, cfg: SearchConfig) -> float:
-    """One weight step on the search loss of batch (x, t): zero grads, backward, clip, step."""
+def sgd_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, t: torch.Tensor, cfg: SearchConfig,
+             weigh: Callable[[torch.Tensor], torch.Tensor] | None = None,
+             reduce: Callable[[Sequence[torch.Tensor]], None] | None = None) -> float:
+    """One weight step on the search loss of batch (x, t): zero grads, backward, clip, step.
+    A sharded step `weigh`s this process's loss and `reduce`s gradients and loss over processes."""
     loss = target_loss(model(x), t, cfg.kd_temperature)
-    optimizer_step(opt, loss, model, cfg.grad_clip)
-    return loss.item()
+    if weigh is not None:
+        loss = weigh(loss)
+    value = loss.detach().reshape(1).clone()
+    optimizer_step(opt, loss, model, cfg.grad_clip,
+                   None if reduce is None else lambda grads: reduce([*grads, value]))
+    return float(value)
 
 
 def candidate_score(res: dict[str, float], metric: str) -> float:

@@ -75,8 +75,12 @@ def _train(args: argparse.Namespace) -> int:
     from dfnas.spaces.arch import load_arch
     from dfnas.training.train import train_arch
 
+    from dfnas.dist import from_env
+
     cfg = train_config_from_args(args)
     seeds = _parse_seeds(args.seeds)
+    group = from_env(cfg.device)
+    cfg.device = group.device(cfg.device)
     record = load_arch(args.arch)
     source = load_source(args.data, args.spec, "train")
     test_ref = args.test_data or (args.data if args.data in TASKS else None)
@@ -87,11 +91,13 @@ def _train(args: argparse.Namespace) -> int:
 
         t = load_online_teacher(args.teacher, args.teacher_weights, args.spec, source.spec, f"data {source.name}")
         teacher = OnlineTeacher(t, source.spec)
-    if test_source is None:
+    if test_source is None and group.is_main:
         print("dfnas: note: no --test-data given; metrics.json will have no test accuracy")
     metrics = train_arch(record, source, test_source, seeds=seeds, out=args.out, teacher=teacher, cfg=cfg,
-                         progress=not args.quiet, force=args.force)
+                         progress=not args.quiet, force=args.force, group=group)
     assert metrics is not None
+    if not group.is_main:
+        return 0
     print(json.dumps({k: metrics[k] for k in ("test_accuracy_mean", "test_accuracy_std", "flops", "params", "wall_seconds")}))
     print(f"resolved config: {to_dict(cfg)}")
     return 0

@@ -25,10 +25,14 @@ def warmup_cosine(step: int, total: int, warmup: int, floor: float) -> float:
     return cosine(step - warmup, max(total - warmup, 1), 1.0, floor)
 
 
-def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, model: nn.Module, max_norm: float = 0.0) -> None:
-    """Zero the grads, backpropagate `loss`, clip to `max_norm` (0 = off) and step."""
+def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, model: nn.Module, max_norm: float = 0.0,
+                   reduce: Callable[[list[torch.Tensor]], None] | None = None) -> None:
+    """Zero the grads, backpropagate `loss`, clip to `max_norm` (0 = off) and step.
+    `reduce`: sums the gradients over the processes of a sharded step, before clipping."""
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    if reduce is not None:
+        reduce([p.grad for p in model.parameters() if p.grad is not None])
     clip_grads(model, max_norm)
     opt.step()
 
@@ -40,7 +44,7 @@ def accuracy(model: nn.Module, x_u8: torch.Tensor, y: torch.Tensor, normalize: C
     model.eval()
     hits = 0
     for i in range(0, len(x_u8), batch_size):
-        xb = normalize(x_u8[i:i + batch_size].to(device).float().div_(255))
+        xb = normalize(x_u8[i:i + batch_size].to(device).to(torch.get_default_dtype()).div_(255))
         hits += int((model(xb).argmax(1) == y[i:i + batch_size].to(device)).sum())
     return hits / len(x_u8)
 
