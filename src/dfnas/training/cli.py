@@ -72,10 +72,9 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def _train(args: argparse.Namespace) -> int:
     from dfnas.data.sources import TASKS, load_source
+    from dfnas.dist import from_env
     from dfnas.spaces.arch import load_arch
     from dfnas.training.train import train_arch
-
-    from dfnas.dist import from_env
 
     cfg = train_config_from_args(args)
     seeds = _parse_seeds(args.seeds)
