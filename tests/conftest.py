@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import textwrap
@@ -92,3 +93,35 @@ def kill_when(cmd: list[str], ready: Path | Callable[[], bool], env: dict[str, s
     assert proc.poll() is None, "the command finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+
+
+def torchrun_worker(launcher: int, rank: int) -> int | None:
+    """The pid of worker `rank` that the torchrun process `launcher` started (Linux /proc), to
+    kill one rank alone."""
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == launcher and \
+                    f"RANK={rank}".encode() in (d / "environ").read_bytes().split(b"\0"):
+                return int(d.name)
+        except (OSError, ValueError, IndexError):
+            continue
+    return None
+
+
+def kill_one_worker(cmd: list[str], env: dict[str, str], ready: Callable[[], bool], rank: int = 1,
+                    wait: float = 240) -> int:
+    """Launch the torchrun command `cmd`, kill -9 its worker `rank` alone once `ready()`, and return
+    the launch's exit code: torchrun must stop the other workers instead of leaving them waiting."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + wait
+    while time.time() < deadline and proc.poll() is None and not ready():
+        time.sleep(0.05)
+    victim = torchrun_worker(proc.pid, rank)
+    assert victim is not None and proc.poll() is None, "the launch ended before the worker could be killed"
+    os.kill(victim, signal.SIGKILL)
+    try:
+        return proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)

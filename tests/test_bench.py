@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import kill_when
+from conftest import kill_one_worker, kill_when
 
 from dfnas.bench import build_config, run_bench
 from dfnas.bench.protocol import planned_jobs
@@ -431,3 +431,24 @@ def test_synth_draws_give_each_repeat_its_own_set(tmp_path: Path, capsys: pytest
     assert "dfnas synthetic (draw 1)" in report and "data/synthetic-d1/previews/round-00.png" in report
     with pytest.raises(DfnasError, match="synth_draws"):
         quick("search_repeats=2", "synth_draws=3")
+
+
+def test_two_worker_bench_survives_a_killed_worker_and_equals_one_process(bench: tuple[Path, dict],
+                                                                         tmp_path: Path) -> None:
+    """torchrun with 2 workers sharing the jobs; worker 1 killed -9 mid-way takes the launch down,
+    the rerun finishes, and every result equals the one-process bench's."""
+    _, full = bench
+    out = tmp_path / "two"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "dfnas",
+           "bench", "--quick", "--quiet", "--out", str(out), "--set", "threads=1", "--set", "algos=[darts]"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    rc = kill_one_worker(cmd, env, lambda: bool(list((out / "jobs").glob("search-*.json"))))
+    assert rc != 0 and not (out / "results.json").exists()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("dfnas bench: done") == 1  # the summary, from rank 0 only
+    res = json.loads((out / "results.json").read_text())
+    assert untimed(res["searches"]) == untimed([r for r in full["searches"] if r["algo"] == "darts"])
+    assert res["random"]["darts"]["accuracies"] == full["random"]["darts"]["accuracies"]
+    assert res["ranking"]["scores"] == full["ranking"]["scores"]
+    assert not list((out / "jobs").glob(".*.claim"))

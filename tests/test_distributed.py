@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import kill_one_worker
 
 ARGS = ["synth", "--teacher", "mnist-cnn", "--per-class", "3", "--rounds", "2", "--batch-size", "10",
         "--steps", "12", "--seed", "5", "--quiet"]
@@ -108,3 +109,48 @@ def test_torchrun_search_writes_one_folder_like_one_process(tmp_path: Path) -> N
     again = subprocess.run([sys.executable, "-m", "dfnas", *SEARCH, "--out", str(tmp_path / "two")], env=ENV,
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and json.loads((tmp_path / "two" / "arch.json").read_text())["choices"] == a["choices"]
+
+
+RUN = ["run", "--quiet", "--set", "threads=1", "--set", "synth.per_class=2", "--set", "synth.rounds=2",
+       "--set", "synth.batch_size=20", "--set", "synth.steps=8", "--set", "search.space=nb201",
+       "--set", "search.space_args.channels=4", "--set", "search.epochs=1", "--set", "search.batch_size=8",
+       "--set", "search.max_steps_per_epoch=2", "--set", "train.epochs=1"]
+
+
+def test_torchrun_pipeline_matches_one_process(tmp_path: Path) -> None:
+    """`dfnas run` under torchrun: synthesis, search and training spread over 2 processes give
+    the one-process images, network and accuracy; rank 0 alone reports."""
+    one = subprocess.run([sys.executable, "-m", "dfnas", *RUN, "--out", str(tmp_path / "one")], env=ENV,
+                         capture_output=True, text=True, timeout=300)
+    two = subprocess.run([*_torchrun(2), *RUN, "--out", str(tmp_path / "two")], env=ENV, capture_output=True,
+                         text=True, timeout=300)
+    assert one.returncode == 0 and two.returncode == 0, two.stderr[-2000:]
+    assert two.stdout.count("report.md") == 1
+    a, b = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("one", "two"))
+    assert a["images"] == b["images"] and a["network"]["choices"] == b["network"]["choices"]
+    assert _shards(tmp_path / "one" / "synth") == _shards(tmp_path / "two" / "synth")
+
+
+def test_one_killed_rank_stops_the_launch_and_a_rerun_gives_the_same_set(tmp_path: Path) -> None:
+    """kill -9 of rank 1 alone: the launch ends (no rank waits forever), the folder is not
+    complete, and a 2-process rerun resumes to the one-process set."""
+    out = tmp_path / "killed-rank"
+    args = [*ARGS[:ARGS.index("--steps") + 1], "60", *ARGS[ARGS.index("--steps") + 2:]]  # slower: time to kill
+    assert kill_one_worker([*_torchrun(2), *args, "--out", str(out)], ENV,
+                           lambda: bool(list((out / "shards").rglob("*.safetensors")))) != 0
+    assert not (out / "manifest.json").exists() or json.loads((out / "manifest.json").read_text())["status"] != "complete"
+    done = subprocess.run([*_torchrun(2), *args, "--out", str(out)], env=ENV, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    full = subprocess.run([sys.executable, "-m", "dfnas", *args, "--out", str(tmp_path / "ref")], env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert full.returncode == 0 and _shards(out) == _shards(tmp_path / "ref")
+
+
+def test_commands_without_a_multi_process_path_refuse_torchrun(monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from dfnas.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["teacher", "info", "--teacher", "mnist-cnn"]) == 2
+    assert "runs in one process" in capsys.readouterr().err

@@ -30,7 +30,7 @@ COMMAND_MODULES = [
 
 
 # Commands that spread their work over the processes of a `torchrun` launch (dfnas.dist).
-DISTRIBUTED = ("synth", "search", "train")
+DISTRIBUTED = ("synth", "search", "train", "run", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

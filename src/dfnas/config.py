@@ -112,11 +112,12 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
 
 # Settings that change how fast a stage runs, not what it produces: they stay out of every
 # fingerprint, so a folder started with one value resumes with another (killed on the GPU,
-# finished on the CPU).
+# finished on the CPU). `sync_bn` changes nothing in one process; across torchrun processes it
+# trades exactness (the one-process result) for speed.
 EXECUTION_KEYS: dict[str, tuple[str, ...]] = {
     "synth": ("device", "amp", "channels_last", "log_every"),
-    "search": ("device",),
-    "train": ("device", "eval_batch_size"),
+    "search": ("device", "sync_bn"),
+    "train": ("device", "eval_batch_size", "sync_bn"),
 }
 
 
@@ -158,11 +159,16 @@ def result_keys(d: dict[str, Any], section: str) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k not in EXECUTION_KEYS.get(section, ())}
 
 
+# execution settings added after folders were fingerprinted without them: left out entirely
+_LATER_EXECUTION_KEYS = ("sync_bn",)
+
+
 def neutral_dict(obj: Any, section: str) -> dict[str, Any]:
     """`to_dict(obj)` with its execution settings at their defaults: a key that stays the same
     whatever they are, and the same as in folders made before they were set."""
     fields = {f.name: f for f in dataclasses.fields(obj)}
-    return {**to_dict(obj), **{k: fields[k].default for k in EXECUTION_KEYS.get(section, ()) if k in fields}}
+    d = {**to_dict(obj), **{k: fields[k].default for k in EXECUTION_KEYS.get(section, ()) if k in fields}}
+    return {k: v for k, v in d.items() if k not in _LATER_EXECUTION_KEYS}
 
 
 def to_dict(obj: Any) -> Any:

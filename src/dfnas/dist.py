@@ -151,60 +151,80 @@ def from_env(device: str = "cpu") -> Group:
 
 
 # -- exact data parallelism -------------------------------------------------------------------
-class _AllReduceSum(torch.autograd.Function):
-    """Sum over ranks whose backward sums the incoming gradients over ranks too: the gradient of
-    the sum of every rank's loss with respect to this rank's input."""
+def _all_reduce(t: torch.Tensor) -> torch.Tensor:
+    import torch.distributed as td
+
+    td.all_reduce(t)
+    return t
+
+
+class _GlobalBatchNorm(torch.autograd.Function):
+    """Training-mode BatchNorm over the global batch, on torch's native CPU/GPU kernels.
+
+    Forward: each rank's count, mean and variance go out in one all_reduce (one row per rank:
+    summed = gathered) and are merged exactly (Chan et al.); the output is the native kernel
+    normalising with the global statistics. Backward: the native kernel gives this rank's
+    sum(g) and sum(g * xhat), one all_reduce makes them global, and the input gradient takes the
+    usual BatchNorm form with them; weight and bias get this rank's part (summed with the other
+    gradients afterwards)."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        import torch.distributed as td
-
-        y = x.clone()
-        td.all_reduce(y)
-        return y
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                eps: float, rank: int, world: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        c = x.shape[1]
+        _, mean_l, invstd_l = torch.native_batch_norm(x, None, None, None, None, True, 0.0, eps)
+        rows = x.new_zeros(world, 1 + 2 * c)
+        rows[rank, 0] = x.numel() // c
+        rows[rank, 1:1 + c] = mean_l
+        rows[rank, 1 + c:] = invstd_l.pow(-2) - eps
+        rows = _all_reduce(rows)
+        counts, means, vars_ = rows[:, :1], rows[:, 1:1 + c], rows[:, 1 + c:]
+        n = counts.sum()
+        mean = (counts * means).sum(0) / n
+        var = (counts * (vars_ + (means - mean) ** 2)).sum(0) / n
+        y = torch.native_batch_norm(x, weight, bias, mean, var, False, 0.0, eps)[0]
+        ctx.save_for_backward(x, weight, mean, var)
+        ctx.eps, ctx.n = eps, n
+        ctx.mark_non_differentiable(mean, var, n)
+        return y, mean, var, n
 
     @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
-        import torch.distributed as td
-
-        g = g.clone()
-        td.all_reduce(g)
-        return g
+    def backward(ctx: Any, g: torch.Tensor, *_: Any) -> tuple[torch.Tensor | None, ...]:
+        x, weight, mean, var = ctx.saved_tensors
+        c = x.shape[1]
+        dx, gw, gb = torch.ops.aten.native_batch_norm_backward(
+            g.contiguous(), x, weight, mean, var, None, None, False, ctx.eps, [True, True, True])
+        sums = _all_reduce(torch.cat([gw, gb]))
+        invstd = torch.rsqrt(var + ctx.eps)
+        w = weight if weight is not None else torch.ones_like(invstd)
+        k1 = w * invstd * invstd * sums[:c] / ctx.n
+        k0 = w * invstd * sums[c:] / ctx.n - k1 * mean
+        dx = dx.addcmul_(x, -k1.view(1, c, 1, 1)).sub_(k0.view(1, c, 1, 1))
+        return (dx if ctx.needs_input_grad[0] else None, gw if ctx.needs_input_grad[1] else None,
+                gb if ctx.needs_input_grad[2] else None, None, None, None)
 
 
 class SyncedBatchNorm(nn.BatchNorm2d):
     """BatchNorm2d whose training-mode statistics are those of the global batch over every rank,
-    while `synced` is on (`sharded`); otherwise, and in eval mode, plain BatchNorm2d.
-
-    Each rank's mean and biased variance are merged exactly (Chan et al.) through a
-    differentiable all_reduce; the output is one fused x * scale + shift."""
+    while `synced` is on (`sharded`); otherwise, and in eval mode, plain BatchNorm2d. Runs on
+    the CPU too, where torch's own SyncBatchNorm does not."""
 
     synced: bool = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.synced and self.training):
             return super().forward(x)
-        n_local = x.numel() // x.shape[1]
-        var_l, mean_l = torch.var_mean(x, (0, 2, 3), correction=0)
-        first = _AllReduceSum.apply(torch.cat([mean_l * n_local, mean_l.new_tensor([float(n_local)])]))
-        n = first[-1].detach()
-        mean = first[:-1] / n
-        var = _AllReduceSum.apply(n_local * (var_l + (mean_l - mean) ** 2)) / n
-        scale = torch.rsqrt(var + self.eps)
-        if self.weight is not None:
-            scale = scale * self.weight
-        shift = -mean * scale
-        if self.bias is not None:
-            shift = shift + self.bias
+        import torch.distributed as td
+
+        y, mean, var, n = _GlobalBatchNorm.apply(x, self.weight, self.bias, self.eps, td.get_rank(),
+                                                 td.get_world_size())
         if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
                 m = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-                unbiased = var.detach() * (n / (n - 1)) if float(n) > 1 else var.detach()
-                self.running_mean.lerp_(mean.detach(), m)
-                self.running_var.lerp_(unbiased, m)
-        c = x.shape[1]
-        return torch.addcmul(shift.view(1, c, 1, 1), x, scale.view(1, c, 1, 1))
+                self.running_mean.lerp_(mean, m)
+                self.running_var.lerp_(var * (n / (n - 1)) if float(n) > 1 else var, m)
+        return y
 
 
 def sync_batchnorm(model: nn.Module) -> nn.Module:

@@ -17,6 +17,12 @@ trainings also resume inside themselves from their own checkpoints), then writes
     final-<name>                 every architecture (found, random, zero-shot) trained from
                                  scratch on the real train subset with every seed (`final/<name>`)
     ranking                      Kendall tau of supernets trained on synthetic vs real data
+
+Under torchrun (`torchrun --nproc-per-node N -m dfnas bench ...`), the jobs of each stage are
+spread over the N workers: each takes the next job nobody has claimed (an atomic claim file
+beside the records), the workers meet after each stage, and rank 0 writes the results. The
+jobs are the one-process bench's, so are their results. A killed worker takes the launch
+down with it (torchrun); the rerun clears the claims and redoes only unfinished jobs.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from dfnas.bench.config import repeat_suffix as _rep
 from dfnas.bench.verdicts import add_scratch_taus, summarize
 from dfnas.config import dump_yaml, neutral_dict, to_dict
 from dfnas.data.sources import Source, load_source
+from dfnas.dist import Group
 from dfnas.io import atomic_write_json, atomic_write_text, derive_seed, torch_threads
 from dfnas.io.folders import JobStore, OutputFolder, differing_keys
 
@@ -59,6 +66,7 @@ class Bench:
     force: bool = False
     teacher: Any = None
     plan: dict[str, int] = dataclasses.field(default_factory=dict)  # jobs per kind (planned_jobs)
+    group: Group = dataclasses.field(default_factory=Group)  # the workers of a torchrun launch
     store: JobStore = dataclasses.field(init=False)  # jobs/<name>.json: each finished job's key and result
     _sources: dict[str, Source] = dataclasses.field(default_factory=dict)
     _t0: float = dataclasses.field(default_factory=time.perf_counter)
@@ -81,7 +89,8 @@ class Bench:
     # -- bookkeeping
     def say(self, msg: str) -> None:
         if self.progress:
-            print(f"dfnas bench: {msg}", flush=True)
+            who = f" [worker {self.group.rank}]" if self.group.distributed else ""
+            print(f"dfnas bench{who}: {msg}", flush=True)
 
     def job(self, name: str, key: Any, fn: Callable[[], dict[str, Any]], folder: Path | None = None
             ) -> dict[str, Any]:
@@ -102,6 +111,20 @@ class Bench:
         result = fn()
         done.append(self.store.put(name, k, result, time.perf_counter() - t0)["seconds"])
         return result
+
+    def stage(self, specs: list[tuple[str, Any, Callable[[], dict[str, Any]], Path | None]]) -> list[dict[str, Any]]:
+        """Independent jobs (name, key, fn, folder), their results in order. Workers of a launch
+        share them: each runs the unclaimed ones it claims first, then all read every record."""
+        if self.group.distributed:
+            for name, key, fn, folder in specs:
+                if self.store.get(name, _hash(key)) is None and self.store.claim(name):
+                    try:
+                        self.job(name, key, fn, folder)
+                    finally:
+                        self.store.release(name)
+            self.group.barrier()
+            self._seconds = {}  # counted again as they are read back below
+        return [self.job(name, key, fn, folder) for name, key, fn, folder in specs]
 
     # -- data
     def source(self, name: str, draw: int = 0) -> Source:
@@ -164,18 +187,26 @@ def machine() -> dict[str, Any]:
 
 
 def run_bench(cfg: BenchConfig, out: str | Path | None = None, force: bool = False, progress: bool = True,
-              command: str | None = None) -> dict[str, Any]:
-    """Run (or resume) the whole protocol into `out`; returns results.json's content."""
+              command: str | None = None, group: Group | None = None) -> dict[str, Any]:
+    """Run (or resume) the whole protocol into `out`; returns results.json's content.
+    `group`: the workers of a torchrun launch, sharing the jobs; rank 0 writes the results."""
     from dfnas.teachers import load_teacher
 
     validate(cfg)
     out = Path(out if out is not None else cfg.out)
+    group = group or Group()
     t_start = time.perf_counter()
     with torch_threads(cfg.threads):
         teacher = load_teacher(cfg.teacher.ref, cfg.teacher.weights, cfg.teacher.spec)
-        _claim_folder(out, cfg, force)
-        b = Bench(cfg, out, progress, force, teacher=teacher, plan=planned_jobs(cfg))
+        if group.is_main:
+            _claim_folder(out, cfg, force)
+            JobStore(out / "jobs").clear_claims()
+        group.barrier()
+        b = Bench(cfg, out, progress and (group.is_main or group.distributed), force, teacher=teacher,
+                  plan=planned_jobs(cfg), group=group)
         results = _run_jobs(b)
+        if not group.is_main:
+            return results
         results.update({"dfnas": __version__, "date": time.strftime("%Y-%m-%d"), "machine": machine(),
                         "command": command or "dfnas bench", "config": to_dict(cfg),
                         "seconds_this_call": round(time.perf_counter() - t_start, 1)})
@@ -189,18 +220,19 @@ def run_bench(cfg: BenchConfig, out: str | Path | None = None, force: bool = Fal
 def _run_jobs(b: Bench) -> dict[str, Any]:
     cfg = b.cfg
     th = b.teacher.identity()
-    teacher = b.job("teacher", {"t": th, "test": cfg.test_data}, lambda: jobs.teacher_job(b))
-    data: dict[str, Any] = {}
+    first: list[tuple[str, Any, Callable[[], dict[str, Any]], Path | None]] = [
+        ("teacher", {"t": th, "test": cfg.test_data}, lambda: jobs.teacher_job(b), None)]
     for name in ("synthetic", "plain"):
         if name in cfg.sources:
             for d in range(cfg.synth_draws):
-                data[name + draw_suffix(d)] = b.job(
-                    f"data-{name}{draw_suffix(d)}", {"t": th, "synth": neutral_dict(cfg.synth, "synth"),
-                                                     "seed": cfg.seed, "name": name, **({"draw": d} if d else {})},
-                    lambda n=name, d=d: jobs.data_job(b, n, d), b.out / "data" / (name + draw_suffix(d)))
+                first.append((f"data-{name}{draw_suffix(d)}", {"t": th, "synth": neutral_dict(cfg.synth, "synth"),
+                                                               "seed": cfg.seed, "name": name, **({"draw": d} if d else {})},
+                              lambda n=name, d=d: jobs.data_job(b, n, d), b.out / "data" / (name + draw_suffix(d))))
+    teacher, *made = b.stage(first)
+    data: dict[str, Any] = {spec[0].removeprefix("data-"): r for spec, r in zip(first[1:], made, strict=True)}
     if "noise" in cfg.sources:
         data["noise"] = jobs.label_stats(b.source("noise"))
-    searches: list[dict[str, Any]] = []
+    specs, reps_of = [], []
     reps = range(cfg.search_repeats)
     for algo in cfg.algos:
         for src in cfg.sources:
@@ -209,16 +241,21 @@ def _run_jobs(b: Bench) -> dict[str, Any]:
                        "data": b.source(src, draw_read(cfg, src, r)).identity,
                        "online": cfg.search_online_teacher and src != "real"}
                 name = f"{algo}-{src}{_rep(r)}"
-                searches.append({**b.job(f"search-{name}", key, lambda a=algo, s=src, r=r: jobs.search_job(b, a, s, r),
-                                         b.out / "search" / name), "repeat": r})  # records from before repeats lack it
-    zeroshot: dict[str, list[dict[str, Any]]] = {}
+                specs.append((f"search-{name}", key, lambda a=algo, s=src, r=r: jobs.search_job(b, a, s, r),
+                              b.out / "search" / name))
+                reps_of.append(r)
+    # records from before repeats lack the repeat
+    searches = [{**s, "repeat": r} for s, r in zip(b.stage(specs), reps_of, strict=True)]
+    specs = []
     for algo in cfg.algos:
         # the same FLOPs budget as the searches: the largest architecture this algorithm found
         budget = max(s["flops"] for s in searches if s["algo"] == algo)
         key = {"z": to_dict(cfg.zeroshot), "space": to_dict(cfg.search_config(algo))["space_args"],
                "budget": budget, "seed": cfg.seed, "sampler": "shrink-to-budget, valid"}
-        zeroshot[algo] = [b.job(f"zeroshot-{algo}{_rep(r)}", {**key, "seed": cfg.seed + r},
-                                lambda a=algo, bd=budget, r=r: jobs.zeroshot_job(b, a, bd, r)) for r in reps]
+        specs += [(f"zeroshot-{algo}{_rep(r)}", {**key, "seed": cfg.seed + r},
+                   lambda a=algo, bd=budget, r=r: jobs.zeroshot_job(b, a, bd, r), None) for r in reps]
+    done = iter(b.stage(specs))
+    zeroshot: dict[str, list[dict[str, Any]]] = {algo: [next(done) for _ in reps] for algo in cfg.algos}
     random_sets = {algo: jobs.random_archs(b, algo) for algo in cfg.algos}
     b.plan["final"] -= sum(cfg.random_archs - len(rs) for rs in random_sets.values())  # a space smaller than asked
 
@@ -228,10 +265,10 @@ def _run_jobs(b: Bench) -> dict[str, Any]:
     todo: list[tuple[str, dict[str, Any]]] = [(f"{s['algo']}-{s['source']}{_rep(s['repeat'])}", s) for s in searches]
     todo += [(f"zeroshot-{a}{_rep(r)}", z) for a, zs in zeroshot.items() for r, z in enumerate(zs)]
     todo += [(f"random-{a}-{i}", r) for a, rs in random_sets.items() for i, r in enumerate(rs)]
-    finals: dict[str, dict[str, Any]] = {}
-    for name, arch in todo:
-        key = {**final_key, "space": arch["space"], "space_cfg": arch["space_cfg"], "choices": arch["choices"]}
-        finals[name] = b.job(f"final-{name}", key, lambda n=name, a=arch: jobs.final_job(b, n, a), b.out / "final" / name)
+    specs = [(f"final-{name}", {**final_key, "space": arch["space"], "space_cfg": arch["space_cfg"],
+                                "choices": arch["choices"]},
+              lambda n=name, a=arch: jobs.final_job(b, n, a), b.out / "final" / name) for name, arch in todo]
+    finals = dict(zip([name for name, _ in todo], b.stage(specs), strict=True))
 
     ranking = None
     if cfg.ranking.enabled:
@@ -240,7 +277,7 @@ def _run_jobs(b: Bench) -> dict[str, Any]:
                "real": b.source("real").identity, "syn": b.source("synthetic").identity,
                "first": [a["choices"] for a in random_sets[r_algo]], "paths": "valid only", "cross_seed_tau": True,
                **({"online": True} if cfg.search_online_teacher else {})}  # keeps earlier offline keys
-        ranking = b.job("ranking", key, lambda: jobs.ranking_job(b, r_algo, random_sets[r_algo]))
+        (ranking,) = b.stage([("ranking", key, lambda: jobs.ranking_job(b, r_algo, random_sets[r_algo]), None)])
         add_scratch_taus(ranking, [finals[f"random-{r_algo}-{i}"]["test_accuracy_mean"]
                                    for i in range(len(random_sets[r_algo]))])
 

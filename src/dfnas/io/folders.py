@@ -18,6 +18,7 @@ folder it made itself for other settings. `JobStore` records finished units (the
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -133,3 +134,21 @@ class JobStore:
 
     def drop(self, name: str) -> None:
         self.path(name).unlink(missing_ok=True)
+
+    # -- workers sharing the store: a job is run by whoever creates its claim first
+    def claim(self, name: str) -> bool:
+        """Atomically take `name` for this process (False: another worker has it)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            os.close(os.open(self.folder / f".{name}.claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return False
+        return True
+
+    def release(self, name: str) -> None:
+        (self.folder / f".{name}.claim").unlink(missing_ok=True)
+
+    def clear_claims(self) -> None:
+        """Drop every claim: at the start of a launch, claims are what killed workers left."""
+        for f in self.folder.glob(".*.claim"):
+            f.unlink(missing_ok=True)

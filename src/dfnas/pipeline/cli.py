@@ -42,9 +42,13 @@ def _run(args: argparse.Namespace) -> int:
 
     cfg = run_config_from_args(args)
     command = "dfnas " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["run"] else None
+    from dfnas.dist import from_env
+
+    group = from_env(cfg.search.device)
     summary = run_pipeline(cfg, args.out, force=args.force, progress=not args.quiet,
-                           command=command or _command(args))
-    print(format_summary(summary))
+                           command=command or _command(args), group=group)
+    if group.is_main:
+        print(format_summary(summary))
     return 0
 
 

@@ -33,6 +33,7 @@ from typing import Any
 
 from dfnas import __version__
 from dfnas.config import check_devices, dump_yaml, from_dict, load_yaml, result_keys, to_dict
+from dfnas.dist import Group
 from dfnas.errors import DfnasError
 from dfnas.io import atomic_write_json, atomic_write_text, torch_threads
 from dfnas.io.folders import JobStore, OutputFolder
@@ -148,6 +149,7 @@ class RunState:
     teacher: Any
     test_ref: str | None
     progress: bool
+    group: Group = dataclasses.field(default_factory=Group)  # the processes of a torchrun launch
     _test_source: Any = None
     _synth_source: Any = None
 
@@ -194,13 +196,17 @@ def stage_teacher(st: RunState) -> dict[str, Any]:
 def stage_synth(st: RunState) -> dict[str, Any]:
     from dfnas.synth import synthesize
 
-    return synthesize(st.teacher, st.cfg.synth, st.out / "synth", force=False, progress=st.progress)
+    g = st.group
+    cfg = dataclasses.replace(st.cfg.synth, device=g.device(st.cfg.synth.device))
+    return synthesize(st.teacher, cfg, st.out / "synth", force=False, progress=st.progress and g.is_main,
+                      rank=g.rank, world_size=g.world_size, barrier=g.barrier)
 
 
 def stage_search(st: RunState) -> dict[str, Any]:
     from dfnas.strategies.runner import run_search
 
-    return run_search(st.cfg.search, st.synth_source(), st.out / "search", progress=st.progress)
+    cfg = dataclasses.replace(st.cfg.search, device=st.group.device(st.cfg.search.device))
+    return run_search(cfg, st.synth_source(), st.out / "search", progress=st.progress, group=st.group)
 
 
 def stage_train(st: RunState) -> dict[str, Any]:
@@ -209,8 +215,10 @@ def stage_train(st: RunState) -> dict[str, Any]:
 
     record = load_arch(st.out / "search" / "arch.json")
     teacher = st.teacher.module if st.cfg.train.online_teacher else None
+    cfg = train_config(st.cfg)
+    cfg.device = st.group.device(cfg.device)
     metrics = train_arch(record, st.synth_source(), st.test_source(), seeds=st.cfg.train.seeds,
-                         out=st.out / "train", teacher=teacher, cfg=train_config(st.cfg), progress=st.progress)
+                         out=st.out / "train", teacher=teacher, cfg=cfg, progress=st.progress, group=st.group)
     assert metrics is not None
     return metrics
 
@@ -257,6 +265,8 @@ STAGE_FUNCS: dict[str, Callable[[RunState], dict[str, Any]]] = {
     "teacher": stage_teacher, "synth": stage_synth, "search": stage_search,
     "train": stage_train, "export": stage_export,
 }
+# the stages every torchrun process takes part in; rank 0 alone runs the others
+SHARED_STAGES = ("synth", "search", "train")
 
 
 # ----------------------------------------------------------------------------- the run
@@ -272,8 +282,10 @@ def default_test_data(cfg: RunConfig) -> str | None:
 
 
 def run_pipeline(cfg: RunConfig, out: str | Path | None = None, force: bool = False, progress: bool = True,
-                 command: str | None = None) -> dict[str, Any]:
-    """Run (or resume) every stage into `out` (default `cfg.out`); returns the summary dict."""
+                 command: str | None = None, group: Group | None = None) -> dict[str, Any]:
+    """Run (or resume) every stage into `out` (default `cfg.out`); returns the summary dict.
+    `group`: the processes of a torchrun launch; synthesis, search and training are spread over
+    them, rank 0 runs the other stages and writes the folder (the others return {})."""
     from dfnas.teachers import load_teacher
 
     cfg = resolve(cfg)
@@ -283,25 +295,35 @@ def run_pipeline(cfg: RunConfig, out: str | Path | None = None, force: bool = Fa
         teacher = load_teacher(cfg.teacher.ref, cfg.teacher.weights, cfg.teacher.spec)
         test_ref = default_test_data(cfg)
         fps = fingerprints(cfg, teacher, test_ref)
-        reset = prepare_folder(out, fps, cfg, force)
+        group = group or Group()
+        main = group.is_main
+        reset = prepare_folder(out, fps, cfg, force) if main else []
+        group.barrier()
         if reset and progress and len(reset) < len(STAGES):
             print(f"dfnas run: config changed; redoing stages {', '.join(reset)}")
-        st = RunState(cfg, out, teacher, test_ref, progress)
+        st = RunState(cfg, out, teacher, test_ref, progress, group)
         results: dict[str, dict[str, Any]] = {}
         stages = JobStore(out / "stages")
+        say = progress and main
         for i, name in enumerate(STAGES):
             marker = stages.get(name, fps[name])
             if marker is not None:
                 results[name] = {**marker, "skipped": True}
-                if progress:
+                if say:
                     print(f"[{i + 1}/{len(STAGES) + 1}] {name}: done earlier ({marker['seconds']:.1f} s), skipped")
                 continue
-            if progress:
+            if say:
                 print(f"[{i + 1}/{len(STAGES) + 1}] {name} ...", flush=True)
             t0 = time.perf_counter()
-            res = STAGE_FUNCS[name](st)
-            marker = stages.put(name, fps[name], res, time.perf_counter() - t0)
+            if main or name in SHARED_STAGES:
+                res = STAGE_FUNCS[name](st)
+                if main:
+                    marker = stages.put(name, fps[name], res, time.perf_counter() - t0)
+            group.barrier()  # the stage's files and record are written before anyone goes on
+            marker = marker or stages.get(name, fps[name])
             results[name] = {**marker, "skipped": False}
+        if not main:
+            return {}
         if progress:
             print(f"[{len(STAGES) + 1}/{len(STAGES) + 1}] report ...", flush=True)
         t0 = time.perf_counter()

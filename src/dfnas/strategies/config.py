@@ -85,6 +85,9 @@ class SearchConfig:
     kd_temperature: float = 3.0  # synthetic data: KD to the stored logits at this T
     seed: int = 0
     device: str = "cpu"
+    # under torchrun: BatchNorm over the global batch (the one-process result, exactly) or over
+    # each process's rows (faster where collectives are slow, as with gloo on CPU; DDP's default)
+    sync_bn: bool = True
     darts: DartsSearchConfig = dataclasses.field(default_factory=DartsSearchConfig)
     proxyless: ProxylessSearchConfig = dataclasses.field(default_factory=ProxylessSearchConfig)
     spos: SposSearchConfig = dataclasses.field(default_factory=SposSearchConfig)

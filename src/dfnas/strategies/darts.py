@@ -213,7 +213,7 @@ class DartsStrategy(AlphaStrategy):
             metrics = self.epoch_done(bar, history, lt, lv, n)
             ctx.save_checkpoint(self.state_dict(model, epoch, history, metrics))
             ctx.epoch_end(epoch, metrics)
-        final = evaluate(model, data.batches("val", "final", train_aug=False), self.cfg.kd_temperature)
+        final = evaluate(model, data.batches("val", "final", train_aug=False), self.cfg.kd_temperature, ctx.group)
         metrics = {**metrics, "supernet_val_loss": final["loss"], "supernet_val_acc": final["acc"],
                    "order": self.cfg.darts.order}
         return SearchResult(self.derive(), metrics, history, self.names)

@@ -219,8 +219,9 @@ class ProxylessStrategy(AlphaStrategy):
             self.mode[k] = ("single", self.names[k].index(v))
         # BN running stats mix every sampled path: re-estimate them for the derived one (as SPOS
         # does), or its val figures say little (chance level on the clutter bench before)
-        recalibrate_bn(model, data.batches("train", "bn-recal", train_aug=False, limit=0))
-        final = evaluate(model, data.batches("val", "final", train_aug=False), self.cfg.kd_temperature)
+        with ctx.sharded(model):  # the global batches' statistics, as one process computes them
+            recalibrate_bn(model, data.batches("train", "bn-recal", train_aug=False, limit=0))
+        final = evaluate(model, data.batches("val", "final", train_aug=False), self.cfg.kd_temperature, ctx.group)
         metrics = {**metrics, "derived_val_loss": final["loss"], "derived_val_acc": final["acc"],
                    "hw_metric": pc.hw_metric, "hw_target": self.target}
         if self.cost is not None:

@@ -213,7 +213,7 @@ def run_search(cfg: SearchConfig, source: Source, out: str | Path | None, *, hoo
     strategy = create_strategy(cfg.algo, cfg)
     strategy.check(supernet, cfg.space)
     group = group or Group()
-    if group.distributed:
+    if group.distributed and cfg.sync_bn:
         sync_batchnorm(supernet)
     data = SearchData(source, cfg, cfg.device, OnlineTeacher(teacher, source.spec) if teacher is not None else None,
                       group)

@@ -25,6 +25,9 @@ class TrainConfig:
     kd_temperature: float = 3.0  # synthetic data / online teacher: KD at this T
     eval_batch_size: int = 500
     device: str = "cpu"
+    # under torchrun: BatchNorm over the global batch (the one-process result, exactly) or over
+    # each process's rows (faster where collectives are slow, as with gloo on CPU; DDP's default)
+    sync_bn: bool = True
 
     def validate(self, prefix: str = "train") -> None:
         """One-line errors naming the key, before any training starts."""

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from dfnas.training.losses import correct, target_loss
+
+if TYPE_CHECKING:
+    from dfnas.dist import Group
 
 
 def cosine(step: int, total: int, hi: float, lo: float) -> float:
@@ -55,17 +59,27 @@ def clip_grads(model: nn.Module, max_norm: float) -> None:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], temperature: float) -> dict[str, float]:
-    """Mean loss and top-1 over the given batches, model in eval mode."""
+def evaluate(model: nn.Module, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], temperature: float,
+             group: Group | None = None) -> dict[str, float]:
+    """Mean loss and top-1 over the given batches, model in eval mode. `group`: the processes
+    of a torchrun launch split the batches (batch i on rank i % N) and sum their results."""
     was = model.training
     model.eval()
     loss, hits, n = 0.0, 0, 0
-    for x, t in batches:
+    rank, world = (group.rank, group.world_size) if group is not None else (0, 1)
+    for i, (x, t) in enumerate(batches):
+        if i % world != rank:
+            continue
         logits = model(x)
         loss += float(target_loss(logits, t, temperature)) * len(x)
         hits += int(correct(logits, t))
         n += len(x)
     model.train(was)
+    if world > 1:
+        assert group is not None
+        total = torch.tensor([loss, hits, n], dtype=torch.float64)
+        group.reduce_([total])
+        loss, hits, n = float(total[0]), round(float(total[1])), round(float(total[2]))
     return {"loss": loss / max(n, 1), "acc": hits / max(n, 1)}
 
 

@@ -91,7 +91,7 @@ def _train_one_seed(record: ArchRecord, source: Source, test_source: Source | No
     group.barrier()  # the last seed's files are written before any rank looks for a checkpoint
     torch.manual_seed(derive_seed(seed, "init"))
     net = build_network(record).to(device)
-    if group.distributed:
+    if group.distributed and cfg.sync_bn:
         sync_batchnorm(net)
     opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                           weight_decay=cfg.weight_decay)
