@@ -70,6 +70,15 @@ class Group:
         """This rank's contiguous rows of a global batch of n (uneven when N does not divide n)."""
         return slice(self.rank * n // self.world_size, (self.rank + 1) * n // self.world_size)
 
+    def split(self, batch_size: int, key: str) -> tuple[slice, float]:
+        """This rank's rows of every global batch and its share of them (the weight of its
+        loss); `key` names the setting in the error when there are fewer rows than ranks."""
+        if batch_size < self.world_size:
+            raise DfnasError(f"{key} {batch_size} is smaller than the {self.world_size} processes it is split "
+                             "over; raise it or launch fewer processes")
+        rows = self.rows(batch_size)
+        return rows, (rows.stop - rows.start) / batch_size
+
     def reduce_(self, tensors: Sequence[torch.Tensor]) -> None:
         """In place, every tensor becomes its sum over the ranks, in one flat all_reduce. Each
         rank backpropagates its rows' mean loss times its share of the global batch, so the

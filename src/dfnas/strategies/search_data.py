@@ -70,13 +70,8 @@ class SearchData:
         self._clean_logits: dict[str, torch.Tensor] = {}
         self.group = group or Group()
         self.sharded = False
-        if self.batch_size < self.group.world_size:
-            raise DfnasError(f"search.batch_size {self.batch_size} is smaller than the {self.group.world_size} "
-                             "processes it is split over; raise it or launch fewer processes")
-        rows = self.group.rows(self.batch_size)
-        self.rows = rows
-        # this rank's fraction of every sharded batch: the weight of its gradients in the sum
-        self.share = (rows.stop - rows.start) / self.batch_size
+        # this rank's rows of every sharded batch, and their fraction: the weight of its loss
+        self.rows, self.share = self.group.split(self.batch_size, "search.batch_size")
 
     @property
     def is_synthetic(self) -> bool:

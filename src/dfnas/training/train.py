@@ -97,11 +97,7 @@ def _train_one_seed(record: ArchRecord, source: Source, test_source: Source | No
                           weight_decay=cfg.weight_decay)
     n = len(source)
     bs = min(cfg.batch_size, n)
-    if bs < group.world_size:
-        raise DfnasError(f"train.batch_size {bs} is smaller than the {group.world_size} processes it is split over; "
-                         "raise it or launch fewer processes")
-    rows = group.rows(bs)
-    share = (rows.stop - rows.start) / bs  # this rank's weight in the global batch's mean loss
+    rows, share = group.split(bs, "train.batch_size")  # share: its weight in the global batch's mean loss
     steps_per_epoch = max(1, n // bs)
     total = cfg.epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, round(cfg.warmup_epochs * steps_per_epoch),
