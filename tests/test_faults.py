@@ -163,3 +163,18 @@ def test_killed_run_resumes_inside_a_stage_to_the_same_result(tmp_path: Path) ->
     weights = [json.loads((d / "train" / "metrics.json").read_text())["per_seed"][0]["weights_sha256"]
                for d in (tmp_path / "ref", out)]
     assert weights[0] == weights[1]
+
+
+def test_a_folder_holding_only_a_half_written_marker_counts_as_empty(tmp_path: Path) -> None:
+    """Killed while writing its marker, a run leaves only `.dfnas.json.*.tmp`: the rerun claims
+    the folder (the bench's kill test met this), while any other file still makes it foreign."""
+    from dfnas.errors import DfnasError
+    from dfnas.io.folders import OutputFolder
+
+    out = tmp_path / "search"
+    out.mkdir()
+    (out / ".dfnas.json.k2j3.tmp").write_text("{")
+    assert OutputFolder(out, "search").claim() is None
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(DfnasError, match="not a dfnas search output"):
+        OutputFolder(out, "search").claim()

@@ -59,7 +59,8 @@ class OutputFolder:
         root = self.root
         if root.exists() and not root.is_dir():
             raise DfnasError(f"--out {root} is a file; pass a folder")
-        if not root.is_dir() or not any(root.iterdir()):
+        # a run killed while writing its first file (the marker) leaves only our temp file: empty
+        if not root.is_dir() or all(p.name.startswith(".") and p.name.endswith(".tmp") for p in root.iterdir()):
             return None
         rec = self.owner()
         if rec is None:
