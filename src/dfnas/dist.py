@@ -13,9 +13,10 @@ Data-parallel training here is exact, not approximate: every rank takes its rows
 global batch, BatchNorm reduces its batch statistics over all ranks (`SyncedBatchNorm`, which
 also runs on the CPU, where torch's SyncBatchNorm does not), each rank's loss is weighted by its
 share of the rows and the gradients are summed (`Group.reduce_`), so N processes follow one
-process at the same global batch to float rounding, uneven shares included. dfnas sums gradients itself instead of wrapping the model
-in DistributedDataParallel because DARTS and ProxylessNAS take gradients with
-`torch.autograd.grad` (alphas, gates), which DDP's backward hooks never see.
+process at the same global batch to float rounding, uneven shares included. dfnas sums
+gradients itself instead of wrapping the model in DistributedDataParallel because DARTS and
+ProxylessNAS take gradients with `torch.autograd.grad` (alphas, gates), which DDP's backward
+hooks never see.
 """
 
 from __future__ import annotations

@@ -32,14 +32,14 @@ def _run(args: argparse.Namespace) -> int:
     from dfnas.dist import from_env
 
     data = load_yaml(args.config) if args.config else {}
-    cfg = build_config(data, quick=args.quick, overrides=([f"device={args.device}"] if args.device else []) + args.set)
+    overrides = ([f"device={args.device}"] if args.device else []) + args.set
+    cfg = build_config(data, quick=args.quick, overrides=overrides)
     out = Path(args.out or cfg.out)
     argv = sys.argv[1:] if sys.argv[1:2] == ["bench"] else ["bench"]
     command = "dfnas " + " ".join(shlex.quote(a) for a in argv)
     group = from_env(cfg.device or "cpu")
     if cfg.device and group.device(cfg.device) != cfg.device:  # each worker's jobs on its own GPU
-        cfg = build_config(data, quick=args.quick,
-                           overrides=[f"device={args.device or cfg.device}", *args.set, f"device={group.device(cfg.device)}"])
+        cfg = build_config(data, quick=args.quick, overrides=[*overrides, f"device={group.device(cfg.device)}"])
     res = run_bench(cfg, out, force=args.force, progress=not args.quiet, command=command, group=group)
     if group.is_main:
         print(format_summary(res, out))

@@ -202,8 +202,7 @@ def run_bench(cfg: BenchConfig, out: str | Path | None = None, force: bool = Fal
             _claim_folder(out, cfg, force)
             JobStore(out / "jobs").clear_claims()
         group.barrier()
-        b = Bench(cfg, out, progress and (group.is_main or group.distributed), force, teacher=teacher,
-                  plan=planned_jobs(cfg), group=group)
+        b = Bench(cfg, out, progress, force, teacher=teacher, plan=planned_jobs(cfg), group=group)
         results = _run_jobs(b)
         if not group.is_main:
             return results

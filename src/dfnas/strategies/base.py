@@ -54,6 +54,16 @@ class Strategy:
         if self.ctx is not None:
             self.ctx.reduce(tensors)
 
+    def grads(self, loss: torch.Tensor, tensors: list[torch.Tensor], values: tuple[torch.Tensor, ...] = ()
+              ) -> list[torch.Tensor]:
+        """d loss / d tensors (zeros where unused) for a strategy that takes gradients with
+        `autograd.grad`; in a sharded step summed over the processes in one collective with
+        `values` (loss values to report, in place)."""
+        got = torch.autograd.grad(loss, tensors, allow_unused=True)
+        out = [g if g is not None else torch.zeros_like(t) for g, t in zip(got, tensors, strict=True)]
+        self.reduce([*out, *values])
+        return out
+
     def check(self, model: nn.Module, space_name: str = "") -> None:
         """Refuse a supernet this strategy cannot search, before any work starts."""
         choices = choice_modules(model)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dfnas.dist import synced
+from dfnas.dist import Group, synced
 from dfnas.errors import DfnasError
 from dfnas.io import atomic_save
 from dfnas.strategies.config import SearchConfig
@@ -54,7 +54,7 @@ class SearchContext:
         return self.data.device
 
     @property
-    def group(self) -> Any:
+    def group(self) -> Group:
         return self.data.group
 
     # -- scale-out ------------------------------------------------------------------------

@@ -133,18 +133,9 @@ class DartsStrategy(AlphaStrategy):
         alphas = list(self._alpha_of.values())
         if self.cfg.darts.order == 1:
             loss = self._loss(model, xv, tv)
-            grads = list(torch.autograd.grad(loss, alphas))
             value = loss.detach().reshape(1).clone()
-            self.reduce([*grads, value])
-            return grads, float(value)
+            return self.grads(loss, alphas, (value,)), float(value)
         return self._unrolled_grads(model, xt, tt, xv, tv)
-
-    def _grad(self, loss: torch.Tensor, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-        """d loss / d tensors (zeros where unused), summed over the processes of a sharded step."""
-        grads = torch.autograd.grad(loss, tensors, allow_unused=True)
-        out = [g if g is not None else torch.zeros_like(t) for g, t in zip(grads, tensors, strict=True)]
-        self.reduce(out)
-        return out
 
     def _unrolled_grads(self, model: nn.Module, xt: torch.Tensor, tt: torch.Tensor,
                         xv: torch.Tensor, tv: torch.Tensor) -> tuple[list[torch.Tensor], float]:
@@ -154,7 +145,7 @@ class DartsStrategy(AlphaStrategy):
         params = [p for p in model.parameters() if p.requires_grad]
         with self._weights_only():  # the virtual step needs weight gradients only
             loss_t = self._loss(model, xt, tt)
-        g_train = self._grad(loss_t, params)
+        g_train = self.grads(loss_t, params)
         backup = [p.detach().clone() for p in params]
         with torch.no_grad():  # virtual SGD step w' (with the optimizer's momentum and decay)
             for p, g in zip(params, g_train, strict=True):
@@ -165,8 +156,7 @@ class DartsStrategy(AlphaStrategy):
                 p.sub_(xi * d)
         loss_v = self._loss(model, xv, tv)
         value = loss_v.detach().reshape(1).clone()
-        grads = self._grad(loss_v, alphas + params)
-        self.reduce([value])
+        grads = self.grads(loss_v, alphas + params, (value,))
         g_alpha, dw = grads[:len(alphas)], grads[len(alphas):]
         norm = torch.sqrt(sum((d * d).sum() for d in dw))
         eps = dc.hvp_eps / float(norm.clamp_min(1e-12))
@@ -175,7 +165,7 @@ class DartsStrategy(AlphaStrategy):
             with torch.no_grad():
                 for p, b, d in zip(params, backup, dw, strict=True):
                     p.copy_(b + sign * eps * d)
-            hvp.append(self._grad(self._loss(model, xt, tt), alphas))
+            hvp.append(self.grads(self._loss(model, xt, tt), alphas))
         with torch.no_grad():
             for p, b in zip(params, backup, strict=True):
                 p.copy_(b)

@@ -161,10 +161,8 @@ class ProxylessStrategy(AlphaStrategy):
         labels = [k for k, m in self.mode.items() if m[0] == "gate"]
         gates = [self.mode[k][2] for k in labels]
         alphas = list(self._alpha_of.values())
-        grads = torch.autograd.grad(loss, gates + alphas, allow_unused=True)
-        grads = [g if g is not None else torch.zeros_like(x) for g, x in zip(grads, gates + alphas, strict=True)]
         value = self.weigh(task.detach()).reshape(1).clone()
-        self.reduce([*grads, value])
+        grads = self.grads(loss, gates + alphas, (value,))
         g_gates, g_alpha = grads[:len(gates)], grads[len(gates):]
         self.arch_opt.zero_grad(set_to_none=True)
         old: dict[str, torch.Tensor] = {}
