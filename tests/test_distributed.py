@@ -102,7 +102,9 @@ def test_torchrun_search_writes_one_folder_like_one_process(tmp_path: Path) -> N
     assert two.stdout.count('"arch"') == 1  # one summary, from rank 0
     a, b = (json.loads((tmp_path / d / "arch.json").read_text()) for d in ("one", "two"))
     assert a["choices"] == b["choices"]
-    assert b["search"]["val_loss"] == pytest.approx(a["search"]["val_loss"], rel=1e-5)
+    # float32: NHWC BatchNorm (this space's default layout) sums each shard in its own order, and
+    # six DARTS steps on 4 channels amplify that to ~1e-3; exactness is dist_exact.py's, in float64
+    assert b["search"]["val_loss"] == pytest.approx(a["search"]["val_loss"], rel=1e-2)
     log = [json.loads(line) for line in (tmp_path / "two" / "search.log").read_text().splitlines()]
     assert [r["epoch"] for r in log if "epoch" in r] == [0, 1]  # rank 0 alone writes the log
     # rerun under one process: the finished checkpoint is resumed, same architecture

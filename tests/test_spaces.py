@@ -279,3 +279,27 @@ def test_nb201_table_holds_the_published_landmarks() -> None:
         assert cell_code(to_nb201_string(from_nb201_string(s))) == cell_code(s)
     with pytest.raises(DfnasError, match="not an NB201 cell"):
         cell_code({"cell/op_1_0": "sep_conv_3x3"})
+
+
+@pytest.mark.parametrize("name", ["nb201", "darts"])
+def test_channels_last_layout_is_the_same_network(name: str) -> None:
+    """The NHWC layout (on by default where the space measured faster) changes float order only."""
+    from dfnas.spaces import to_memory_format, use_channels_last
+
+    torch.manual_seed(0)
+    net = create_space(name, **SMALL[name]).double()
+    arch = sample_arch(net, random.Random(0))
+    fix(net, arch)
+    nhwc = to_memory_format(copy.deepcopy(net), None)
+    assert use_channels_last(net, None) == (name == "nb201")
+    assert use_channels_last(net, True) and not use_channels_last(net, False)
+    convs = [m.weight for m in nhwc.modules() if isinstance(m, torch.nn.Conv2d)
+             and m.weight.shape[1] > 1 and m.weight.shape[-1] > 1]
+    assert all(w.is_contiguous(memory_format=torch.channels_last) != (name != "nb201") for w in convs)
+    x = torch.randn(4, 1, 28, 28, dtype=torch.float64)
+    outs = []
+    for m in (net, nhwc):
+        out = m(x)
+        outs.append((out, torch.autograd.grad(out.square().sum(), list(m.parameters()))))
+    assert torch.allclose(outs[0][0], outs[1][0], atol=1e-10)
+    assert all(torch.allclose(a, b, atol=1e-10) for a, b in zip(outs[0][1], outs[1][1], strict=True))

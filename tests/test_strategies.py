@@ -510,3 +510,37 @@ def test_evolution_only_scores_valid_children() -> None:
     st = evo.run(score, generations=4)
     assert len(scored) > 8 and all(arch_valid(net, a) for a in scored)
     assert st["best_score"] >= 4  # it did climb: most edges `none`, input still connected
+
+
+def test_darts_folds_op_weights_into_batchnorm_exactly() -> None:
+    """A candidate ending in BatchNorm is weighted through BN's affine transform instead of a
+    pass over its output: outputs, gradients (alphas and weights) and running statistics equal
+    the plain weighted sum's."""
+    from dfnas.spaces import create_space
+
+    torch.manual_seed(0)
+    net = create_space("darts", num_classes=3, in_channels=1, image_size=8, channels=4, layers=3)
+    cfg = make_cfg(algo="darts", space="darts")
+    strat = create_strategy("darts", cfg)
+    strat.setup(net, SearchContext(cfg, SearchData(toy_source(32), cfg), progress=False))
+    net.double()
+    with torch.no_grad():
+        for a in strat._alpha_of.values():
+            a.data = torch.randn(len(a), dtype=torch.float64)
+    x, y = torch.randn(6, 1, 8, 8, dtype=torch.float64), torch.randint(0, 3, (6,))
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    results = []
+    for fold in (True, False):
+        net.load_state_dict(start)
+        strat._tails = {} if fold else {op: None for op in strat._tails}
+        loss = target_loss(net(x), y, 1.0)
+        grads = torch.autograd.grad(loss, [*strat._alpha_of.values(), *net.parameters()])
+        results.append((loss, grads, {k: v.clone() for k, v in net.state_dict().items()}))
+        if fold:  # every op of the DARTS space but pooling, skip and none ends in BN
+            assert sum(t is not None for t in strat._tails.values()) >= 8 * 6
+    (l1, g1, s1), (l2, g2, s2) = results
+    assert torch.allclose(l1, l2, atol=1e-12)
+    assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(g1, g2, strict=True))
+    assert all(torch.equal(s1[k], s2[k]) or torch.allclose(s1[k], s2[k], atol=1e-12) for k in s1)
+    moved = [k for k in s1 if "candidates" in k and k.endswith("running_mean") and not torch.equal(s1[k], start[k])]
+    assert len(moved) >= 8 * 6  # the folded BNs did update their statistics

@@ -113,11 +113,11 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
 # Settings that change how fast a stage runs, not what it produces: they stay out of every
 # fingerprint, so a folder started with one value resumes with another (killed on the GPU,
 # finished on the CPU). `sync_bn` changes nothing in one process; across torchrun processes it
-# trades exactness (the one-process result) for speed.
+# trades exactness (the one-process result) for speed; `channels_last` changes float order only.
 EXECUTION_KEYS: dict[str, tuple[str, ...]] = {
     "synth": ("device", "amp", "channels_last", "log_every"),
-    "search": ("device", "sync_bn"),
-    "train": ("device", "eval_batch_size", "sync_bn"),
+    "search": ("device", "sync_bn", "channels_last"),
+    "train": ("device", "eval_batch_size", "sync_bn", "channels_last"),
 }
 
 
@@ -160,7 +160,7 @@ def result_keys(d: dict[str, Any], section: str) -> dict[str, Any]:
 
 
 # execution settings added after folders were fingerprinted without them: left out entirely
-_LATER_EXECUTION_KEYS = ("sync_bn",)
+_LATER_EXECUTION_KEYS = ("sync_bn", "channels_last")
 
 
 def neutral_dict(obj: Any, section: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from scipy.stats import kendalltau
 
 from dfnas.data.sources import Source
 from dfnas.io import derive_seed
+from dfnas.spaces import to_memory_format
 from dfnas.spaces.base import Arch
 from dfnas.spaces.base import sample_distinct as _sample_distinct
 from dfnas.strategies.config import SearchConfig
@@ -44,7 +45,7 @@ class Supernet:
         # the supernet recipe of `cfg` trained single-path (SPOS works in every space)
         self.cfg = dataclasses.replace(cfg, algo="spos")
         self.model, self.space_cfg = build_supernet(self.cfg, source)  # same seed -> same initial weights
-        self.model.to(self.cfg.device)
+        to_memory_format(self.model, self.cfg.channels_last).to(self.cfg.device)
         self.data = SearchData(source, self.cfg, self.cfg.device, teacher=teacher)
         self.ctx = SearchContext(self.cfg, self.data, progress=False)
         self.strategy = SposStrategy(self.cfg)

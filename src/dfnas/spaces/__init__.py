@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+import torch
 from torch import nn
 
 from dfnas.errors import DfnasError
@@ -70,6 +71,22 @@ def space_class(name: str) -> type[nn.Module]:
     if name not in _REGISTRY:
         raise DfnasError(f"unknown search space '{name}'; choose one of {sorted(_REGISTRY)}")
     return _REGISTRY[name]
+
+
+def use_channels_last(model: nn.Module, setting: bool | None) -> bool:
+    """Whether to run `model` in channels-last memory layout: `setting`, or where it is None the
+    space's own measured preference (class attribute `channels_last`, default False). On the CPU
+    it roughly halves the NB201 and ProxylessNAS step (pooling and depthwise kernels are far
+    faster in NHWC) and slows the DARTS and SPOS spaces (docs/performance.md)."""
+    return bool(getattr(type(model), "channels_last", False)) if setting is None else bool(setting)
+
+
+def to_memory_format(model: nn.Module, setting: bool | None) -> nn.Module:
+    """`model` in place in the layout `use_channels_last` picks; a convolution follows its
+    weights' layout, so inputs need no conversion."""
+    if use_channels_last(model, setting):
+        model.to(memory_format=torch.channels_last)
+    return model
 
 
 def space_defaults(name: str) -> dict[str, Any]:

@@ -87,3 +87,16 @@ class Unused(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - never called
         raise RuntimeError("this edge is not part of the fixed architecture")
+
+
+def bn_tail(module: nn.Module) -> tuple[list[nn.Module], nn.BatchNorm2d] | None:
+    """(the modules before it, the BatchNorm) for a candidate that is a chain ending in a
+    BatchNorm2d, nested chains included (SepConv ends in a DilConv ending in BN); else None.
+    A mixed op folds its weight into that BN's affine transform instead of a pass over the output."""
+    if not isinstance(module, nn.Sequential) or len(module) == 0:
+        return None
+    *head, last = list(module)
+    if isinstance(last, nn.BatchNorm2d):
+        return head, last
+    inner = bn_tail(last)
+    return None if inner is None else (head + inner[0], inner[1])

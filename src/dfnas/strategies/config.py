@@ -88,6 +88,8 @@ class SearchConfig:
     # under torchrun: BatchNorm over the global batch (the one-process result, exactly) or over
     # each process's rows (faster where collectives are slow, as with gloo on CPU; DDP's default)
     sync_bn: bool = True
+    # NHWC memory layout for the supernet; None: the space's measured preference (spaces.use_channels_last)
+    channels_last: bool | None = None
     darts: DartsSearchConfig = dataclasses.field(default_factory=DartsSearchConfig)
     proxyless: ProxylessSearchConfig = dataclasses.field(default_factory=ProxylessSearchConfig)
     spos: SposSearchConfig = dataclasses.field(default_factory=SposSearchConfig)

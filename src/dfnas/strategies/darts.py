@@ -27,6 +27,7 @@ from torch import nn
 
 from dfnas.io import derive_seed
 from dfnas.spaces.base import Arch, InputChoice, LayerChoice, choice_instances, set_mixers
+from dfnas.spaces.ops import bn_tail
 from dfnas.strategies import register_strategy
 from dfnas.strategies.base import AlphaStrategy, SearchResult
 from dfnas.strategies.context import SearchContext
@@ -34,6 +35,14 @@ from dfnas.strategies.costs import is_zero_op, probe
 from dfnas.strategies.supernet import sgd_step, weight_optimizer
 from dfnas.training.loop import evaluate
 from dfnas.training.losses import target_loss
+
+
+def scaled_bn(bn: nn.BatchNorm2d, h: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """`scale * bn(h)` through `bn`'s own forward (running statistics, SyncedBatchNorm) with
+    its affine weight and bias multiplied by `scale` (a weight of ones where BN has none)."""
+    weight = scale.expand(bn.num_features) if bn.weight is None else bn.weight * scale
+    params = {"weight": weight} if bn.bias is None else {"weight": weight, "bias": bn.bias * scale}
+    return torch.func.functional_call(bn, params, (h,))
 
 
 def derive_arch(probs: dict[str, torch.Tensor], names: dict[str, list[str]],
@@ -84,6 +93,7 @@ class DartsStrategy(AlphaStrategy):
                                          weight_decay=dc.arch_weight_decay)
         self.w_opt, self.sched = weight_optimizer(model, self.cfg)
         self._frozen = False
+        self._tails: dict[nn.Module, tuple[list[nn.Module], nn.BatchNorm2d] | None] = {}
         set_mixers(model, self._mixed_op, self._sum_inputs)
 
     @staticmethod
@@ -101,8 +111,19 @@ class DartsStrategy(AlphaStrategy):
         for i, name in enumerate(c.names):
             if self.zero[c.label][i]:
                 continue
-            o = c.candidates[name](x)
-            out = o * w[i] if out is None else out.addcmul_(o, w[i])
+            op = c.candidates[name]
+            tail = self._tails.get(op, False)
+            if tail is False:
+                tail = self._tails[op] = bn_tail(op)
+            if tail is None:
+                o = op(x)
+                out = o * w[i] if out is None else out.addcmul_(o, w[i])
+            else:  # w * BN(h) is BN(h) with weight and bias scaled by w: no pass over the output
+                h = x
+                for m in tail[0]:
+                    h = m(h)
+                o = scaled_bn(tail[1], h, w[i])
+                out = o if out is None else out.add_(o)
         if out is None:  # only zero ops: the edge outputs zeros of the right shape
             out = c.candidates[c.names[0]](x) * w[0]
         return out

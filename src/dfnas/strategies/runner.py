@@ -37,6 +37,7 @@ from dfnas.io import (
     derive_seed,
 )
 from dfnas.io.folders import OutputFolder, differing_keys
+from dfnas.spaces import to_memory_format
 from dfnas.spaces.base import fix, set_mixers, validate_arch
 from dfnas.strategies import SearchResult, compatible_spaces, create_strategy, list_strategies
 from dfnas.strategies.config import SearchConfig
@@ -213,6 +214,7 @@ def run_search(cfg: SearchConfig, source: Source, out: str | Path | None, *, hoo
     strategy = create_strategy(cfg.algo, cfg)
     strategy.check(supernet, cfg.space)
     group = group or Group()
+    to_memory_format(supernet, cfg.channels_last)
     if group.distributed and cfg.sync_bn:
         sync_batchnorm(supernet)
     data = SearchData(source, cfg, cfg.device, OnlineTeacher(teacher, source.spec) if teacher is not None else None,

@@ -28,6 +28,8 @@ class TrainConfig:
     # under torchrun: BatchNorm over the global batch (the one-process result, exactly) or over
     # each process's rows (faster where collectives are slow, as with gloo on CPU; DDP's default)
     sync_bn: bool = True
+    # NHWC memory layout for the network; None: its space's measured preference (spaces.use_channels_last)
+    channels_last: bool | None = None
 
     def validate(self, prefix: str = "train") -> None:
         """One-line errors naming the key, before any training starts."""

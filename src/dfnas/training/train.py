@@ -39,6 +39,7 @@ from dfnas.dist import Group, sync_batchnorm, synced
 from dfnas.errors import DfnasError
 from dfnas.io import atomic_save, atomic_write_json, derive_seed, sha256_tensors
 from dfnas.io.folders import OutputFolder, differing_keys
+from dfnas.spaces import to_memory_format
 from dfnas.spaces.arch import ArchRecord, build_network, load_arch
 from dfnas.spaces.profile import profile
 from dfnas.teachers.online import teacher_logits
@@ -90,7 +91,7 @@ def _train_one_seed(record: ArchRecord, source: Source, test_source: Source | No
         seed_dir.mkdir(parents=True, exist_ok=True)
     group.barrier()  # the last seed's files are written before any rank looks for a checkpoint
     torch.manual_seed(derive_seed(seed, "init"))
-    net = build_network(record).to(device)
+    net = to_memory_format(build_network(record), cfg.channels_last).to(device)
     if group.distributed and cfg.sync_bn:
         sync_batchnorm(net)
     opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
