@@ -5,6 +5,7 @@
     python benchmarks/synth_quality.py --bench-config configs/bench-clutter.yaml   # mnist-clutter (~30 min)
     python benchmarks/synth_quality.py --rows full --set bn_weight=1.0              # one row, one setting
     python benchmarks/synth_quality.py --rows full --raw-pixels   # the teacher as a raw 0-255-pixel model
+    python benchmarks/synth_quality.py --task cifar10   # cifar10-resnet20; real rows: ../shared/cifar10 sample
 
 A fixed small student is trained only on a synthetic set (KD to the stored soft labels,
 T = 3) and tested on the real MNIST test split. References measured in the same run: the
@@ -51,6 +52,25 @@ from dfnas.teachers import Teacher, load_teacher
 from dfnas.training.loop import accuracy, optimizer_step
 from dfnas.training.losses import kd_loss
 
+CIFAR_SAMPLE = Path(__file__).resolve().parents[1] / ".." / "shared" / "cifar10" / "cifar10-sample.npz"
+
+
+def cifar10_sample(path: Path) -> tuple[Source, Source]:
+    """The kit's 6,102 genuine CIFAR-10 images: (5,085 train, 1,017 test) as Sources."""
+    import numpy as np
+
+    from dfnas.data.sources import cifar10_spec
+
+    if not path.is_file():
+        sys.exit(f"synth_quality: {path} not found; pass --cifar-sample PATH to cifar10-sample.npz")
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: torch.from_numpy(f[k].copy()) for k in ("x_train", "y_train", "x_test", "y_test")}
+    spec = cifar10_spec()
+    return (Source("cifar10-sample:train", arrays["x_train"], arrays["y_train"].long(), spec,
+                   identity={"source": "cifar10-sample:train"}),
+            Source("cifar10-sample:test", arrays["x_test"], arrays["y_test"].long(), spec,
+                   identity={"source": "cifar10-sample:test"}))
+
 
 def student(spec: InputSpec, width: int = 16) -> nn.Module:
     """A LeNet-like student, smaller than the teacher and of a different shape."""
@@ -68,7 +88,7 @@ def fit(src: Source, test: Source, steps: int, seed: int, temperature: float = 3
     whatever its size); KD to stored logits if it has them, else CE. Real test accuracy."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = student(src.spec)
+    model = student(src.spec, width=32 if src.spec.channels == 3 else 16)
     bs = 64
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=steps, pct_start=0.15)
@@ -79,7 +99,8 @@ def fit(src: Source, test: Source, steps: int, seed: int, temperature: float = 3
             if step >= steps:
                 break
             idx = perm[i : i + bs]
-            x = augment(src.x[idx].float() / 255, max_shift=2, flip=False, generator=gen)
+            x = augment(src.x[idx].float() / 255, max_shift=max(2, src.spec.height // 14),
+                        flip=src.spec.allow_flip, generator=gen)
             out = model(src.normalize(x))
             if teacher is not None:  # online: the teacher's logits on this very augmented view
                 with torch.inference_mode():
@@ -126,6 +147,9 @@ ROWS = ("plain", "rlc", "regional", "full", "noise", "online")
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--task", choices=("mnist", "cifar10"), default="mnist",
+                    help="cifar10: the bundled cifar10-resnet20 teacher; real rows from the kit's sample")
+    ap.add_argument("--cifar-sample", type=Path, default=CIFAR_SAMPLE)
     ap.add_argument("--bench-config", default=None,
                     help="a dfnas bench config: its teacher, data and synth section (default: MNIST, SynthConfig defaults)")
     ap.add_argument("--images-per-class", type=int, default=None, help="images per class in every row")
@@ -161,9 +185,14 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
+    if args.task == "cifar10":
+        teacher_ref, train_data, test_data = "cifar10-resnet20", "cifar10-sample", "cifar10-sample"
     teacher = load_teacher(teacher_ref)
-    real = load_source(train_data, teacher.spec, split="train")
-    test = load_source(test_data, teacher.spec, split="test")
+    if args.task == "cifar10":
+        real, test = cifar10_sample(args.cifar_sample)
+    else:
+        real = load_source(train_data, teacher.spec, split="train")
+        test = load_source(test_data, teacher.spec, split="test")
     def as_student_data(src: Source) -> Source:
         """Students read every set through the test data's spec (the images are the same
         [0, 1] bytes whatever units the teacher that made them takes)."""

@@ -95,6 +95,8 @@ CASES = [
     ("search-algo-space", ["search", "--algo", "proxyless", "--space", "darts", "--data", "mnist", "--out", "{w}/new"],
      "cannot search"),
     ("search-foreign", ["search", "--data", "mnist", "--out", "{w}/foreign", "--force"], "not a dfnas search"),
+    ("search-no-data", ["search", "--algo", "darts", "--out", "{w}/new"], "only --algo zeroshot"),
+    ("search-zeroshot-no-shape", ["search", "--algo", "zeroshot", "--out", "{w}/new"], "--spec"),
     ("search-device", ["search", "--data", "mnist", "--out", "{w}/new", "--device", "tpu"], "unknown device"),
     ("search-bad-type", ["search", "--data", "mnist", "--out", "{w}/new", "--set", "epochs=many"], "integer"),
     # train

@@ -275,3 +275,19 @@ def test_nb201_search_on_a_cifar_shaped_task_records_the_benchmark_truth(tmp_pat
     mnist = tmp_path / "mnist"
     assert search("--algo", "random", "--space", "nb201", "--data", "mnist", "--out", str(mnist), *TINY) == 0
     assert "nb201_benchmark" not in json.loads((mnist / "arch.json").read_text())
+
+
+def test_zeroshot_without_data_scores_noise_of_the_spec_shape(tmp_path, capsys) -> None:
+    """No --data: zero-shot on Gaussian noise shaped by --spec (3x32x32 here), and the found NB201
+    cell comes with its benchmark accuracy as for any 32x32, 10-class search."""
+    from dfnas.data.sources import cifar10_spec
+
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(cifar10_spec().to_dict()))
+    out = tmp_path / "zs"
+    assert search("--algo", "zeroshot", "--space", "nb201", "--spec", str(spec), "--out", str(out), "--quiet",
+                  "--set", "zeroshot.samples=3", "--set", "zeroshot.batch_size=8", "--set", "space_args.channels=4") == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert 10 < summary["nb201_benchmark_test_accuracy"]["cifar10_test"] < 95
+    d = json.loads((out / "arch.json").read_text())
+    assert d["search"]["input"] == "gaussian" and d["space_cfg"]["in_channels"] == 3 and d["data"]["source"] == "none"

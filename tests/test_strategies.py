@@ -105,7 +105,8 @@ def make_cfg(**kw: object) -> SearchConfig:
     base = {"epochs": 2, "batch_size": 8, "lr": 0.05, "max_steps_per_epoch": 3, "seed": 1,
             "spos": {"population": 4, "generations": 2, "topk": 2, "mutation": 2, "crossover": 2,
                      "bn_batches": 1, "val_batches": 1},
-            "random": {"samples": 3, "train_steps": 2, "val_batches": 1}}
+            "random": {"samples": 3, "train_steps": 2, "val_batches": 1},
+            "zeroshot": {"samples": 4, "batch_size": 8, "proxy": "zen"}}
     for k, v in kw.items():
         if isinstance(v, dict) and isinstance(base.get(k), dict):
             base[k] = {**base[k], **v}
@@ -416,7 +417,7 @@ class CrashAfter(Hook):
 
 
 @pytest.mark.parametrize("algo,crash_at,synthetic", [("darts", 4, False), ("proxyless", 5, True),
-                                                     ("spos", 7, False), ("random", 2, True)])
+                                                     ("spos", 7, False), ("random", 2, True), ("zeroshot", 2, False)])
 def test_resume_after_interruption_gives_same_arch(tmp_path, algo: str, crash_at: int, synthetic: bool) -> None:
     cfg = make_cfg(algo=algo, darts={"arch_lr": 0.05}, proxyless={"arch_lr": 0.2})
     src = toy_source(synthetic=synthetic)

@@ -12,6 +12,7 @@ from dfnas.errors import DfnasError
 from dfnas.spaces import input_shape_of, resolve_space_cfg, space_class
 from dfnas.spaces.arch import build_network, make_record
 from dfnas.spaces.profile import count_flops
+from dfnas.strategies import zeroshot as zs
 from dfnas.strategies.zeroshot import (
     PROXIES,
     _naswot_logdet,
@@ -210,3 +211,50 @@ def test_shrinking_to_a_tight_budget_keeps_nb201_cells_connected() -> None:
     res = zero_shot_search("nb201", SMALL["nb201"], samples=6, max_flops=budget, batch_size=BS)
     assert res["candidates"] and all(c["flops"] <= budget for c in res["candidates"])
     assert all(nb201_connected(c["arch"]) for c in res["candidates"])
+
+
+# ----------------------------------------------------------------------------- --algo zeroshot
+def _zs_run(tmp_path, input_: str, proxy: str = "naswot"):
+    from dfnas.config import from_dict
+    from dfnas.strategies.config import SearchConfig
+    from dfnas.strategies.runner import run_search
+    from dfnas.strategies.search_data import SearchData
+
+    src = _toy_digits()
+    cfg = from_dict(SearchConfig, {"algo": "zeroshot", "space": "nb201", "space_args": {"channels": 4},
+                                   "seed": 3, "zeroshot": {"samples": 6, "batch_size": 16, "input": input_,
+                                                           "proxy": proxy}})
+    rec = run_search(cfg, src, tmp_path / input_, progress=False)
+    return cfg, src, rec, SearchData(src, cfg)
+
+
+def _toy_digits():
+    from dfnas.data.sources import Source
+    from dfnas.data.spec import InputSpec
+
+    g = torch.Generator().manual_seed(0)
+    spec = InputSpec(channels=1, height=28, width=28, num_classes=10, mean=[0.5], std=[0.25], allow_flip=False)
+    x = (torch.rand(64, 1, 28, 28, generator=g) * 255).to(torch.uint8)
+    return Source("digits", x, torch.randint(0, 10, (64,), generator=g), spec, identity={"source": "toy"})
+
+
+def test_zeroshot_strategy_returns_the_best_scored_draw_with_its_own_score(tmp_path) -> None:
+    """`--algo zeroshot`: the winner is the top of its candidates' proxy scores, and that score
+    is the one the proxy gives the winner's network (supernet init weights) on the data batch."""
+    from dfnas.spaces import fix, to_memory_format
+    from dfnas.strategies.runner import build_supernet
+
+    cfg, src, rec, data = _zs_run(tmp_path, "data")
+    s = rec["search"]
+    assert s["samples"] == 6 and s["input"] == "data" and s["batch"] == 16
+    assert s["score"] == max(s["all_scores"]) and len(set(s["all_scores"])) > 1
+    supernet, _ = build_supernet(cfg, src)
+    net = fix(to_memory_format(supernet, cfg.channels_last), rec["choices"])  # as the search ran it
+    assert zs.naswot_score(net, (1, 28, 28), x=data.fixed_batch("val", 16)) == pytest.approx(s["score"], rel=1e-9)
+    assert rec["nb201_string"]  # recorded like every NB201 search
+
+
+def test_zeroshot_on_data_and_on_noise_see_different_batches(tmp_path) -> None:
+    a = _zs_run(tmp_path, "data")[2]["search"]["all_scores"]
+    b = _zs_run(tmp_path, "gaussian")[2]["search"]["all_scores"]
+    assert a != b

@@ -249,6 +249,13 @@ def _check_source(src: Source) -> None:
         raise DfnasError(f"data source {src.name} has labels outside [0, {s.num_classes}); check num_classes in the spec")
 
 
+def blank_source(spec: InputSpec, n: int) -> Source:
+    """`n` black images with label 0: carries an input spec where there is no data (zero-shot
+    search on Gaussian noise); nothing may train on it."""
+    x = torch.zeros(n, spec.channels, spec.height, spec.width, dtype=torch.uint8)
+    return Source("none", x, torch.zeros(n, dtype=torch.long), spec, identity={"source": "none"})
+
+
 def cifar10_spec() -> InputSpec:
     """CIFAR-10 as torchvision-style teachers take it: RGB in [0, 1], ImageNet mean/std."""
     return InputSpec(3, 32, 32, 10, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225],

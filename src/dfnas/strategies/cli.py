@@ -13,18 +13,24 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 from dfnas.config import add_config_args, config_from_args
 from dfnas.dist import from_env
 from dfnas.errors import DfnasError
 from dfnas.strategies.config import SearchConfig
 
+if TYPE_CHECKING:
+    from dfnas.data.sources import Source
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("search", help="search an architecture (darts, proxyless, spos, random)")
-    p.add_argument("--algo", default=None, help="darts | proxyless | spos | random")
+    p = sub.add_parser("search", help="search an architecture (darts, proxyless, spos, random, zeroshot)")
+    p.add_argument("--algo", default=None, help="darts | proxyless | spos | random | zeroshot")
     p.add_argument("--space", default=None, help="darts | nb201 | proxyless | spos")
-    p.add_argument("--data", required=True, help="mnist, mnist-clutter, npz:PATH, an ImageFolder directory or a dfnas synth directory")
+    p.add_argument("--data", default=None,
+                   help="mnist, mnist-clutter, cifar10:DIR, npz:PATH, an ImageFolder directory or a dfnas synth "
+                        "directory (--algo zeroshot without it scores on Gaussian noise of --spec's shape)")
     p.add_argument("--spec", default=None,
                    help="input spec JSON (needed for npz: and ImageFolder data; also the --teacher's spec)")
     p.add_argument("--teacher", default=None,
@@ -45,6 +51,21 @@ def resolve_config(args: argparse.Namespace) -> SearchConfig:
                             {k: getattr(args, k) for k in ("algo", "space", "epochs", "seed", "device")})
 
 
+def _noise_only(cfg: SearchConfig, args: argparse.Namespace) -> Source:
+    """Zero-shot without data: blank images that only carry the input spec; the proxy sees noise."""
+    from dfnas.data.sources import blank_source
+    from dfnas.data.spec import InputSpec
+
+    if cfg.algo != "zeroshot":
+        raise DfnasError(f"--algo {cfg.algo} needs --data (real or synthetic images); only --algo zeroshot runs "
+                         "without data, on Gaussian noise")
+    if args.spec is None or args.teacher is not None:
+        raise DfnasError("--algo zeroshot without --data needs the input's shape and classes: pass --spec SPEC.json "
+                         "(no --teacher: zero-shot uses no labels)")
+    cfg.zeroshot.input = "gaussian"
+    return blank_source(InputSpec.load(args.spec), 2 * cfg.zeroshot.batch_size)
+
+
 def _search(args: argparse.Namespace) -> int:
     from dfnas.data.sources import load_source
     from dfnas.strategies.runner import check_algo_space, check_config, run_search
@@ -54,7 +75,10 @@ def _search(args: argparse.Namespace) -> int:
     check_algo_space(cfg)
     group = from_env(cfg.device)
     cfg.device = group.device(cfg.device)
-    source = load_source(args.data, args.spec, "train")
+    if args.data is None:
+        source = _noise_only(cfg, args)
+    else:
+        source = load_source(args.data, args.spec, "train")
     teacher = None
     if args.teacher:
         from dfnas.teachers.online import load_online_teacher

@@ -65,6 +65,18 @@ class RandomSearchConfig:
 
 
 @dataclasses.dataclass
+class ZeroShotSearchConfig:
+    """Training-free search: candidates scored by a proxy at their initial weights."""
+
+    proxy: Literal["naswot", "zen"] = "naswot"
+    samples: int = 100  # distinct valid architectures scored (under spos.flops_limit if set)
+    # the batch the proxy sees: one un-augmented batch of the search data (val split), or
+    # N(0, 1) noise of the input's shape (`dfnas search` without --data uses noise)
+    input: Literal["data", "gaussian"] = "data"
+    batch_size: int = 64
+
+
+@dataclasses.dataclass
 class SearchConfig:
     """One `dfnas search` run. The resolved config is saved next to arch.json."""
 
@@ -94,3 +106,4 @@ class SearchConfig:
     proxyless: ProxylessSearchConfig = dataclasses.field(default_factory=ProxylessSearchConfig)
     spos: SposSearchConfig = dataclasses.field(default_factory=SposSearchConfig)
     random: RandomSearchConfig = dataclasses.field(default_factory=RandomSearchConfig)
+    zeroshot: ZeroShotSearchConfig = dataclasses.field(default_factory=ZeroShotSearchConfig)

@@ -29,15 +29,34 @@ from dfnas.training.losses import target_loss
 
 @register_strategy
 class RandomStrategy(Strategy):
+    """Also the loop of every strategy that scores sampled candidates one by one (zero-shot):
+    a subclass sets `samples`, `score`, `rank` and `summary`."""
+
     name = "random"
 
+    @property
+    def samples(self) -> int:
+        return self.cfg.random.samples
+
     def draw(self, model: nn.Module, ctx: SearchContext) -> list[Arch]:
-        rc, limit = self.cfg.random, self.cfg.spos.flops_limit
+        limit = self.cfg.spos.flops_limit
         s = ctx.data.spec
         cost = flops_cost_model(model, (s.channels, s.height, s.width)) if limit is not None else None
-        rng = random.Random(derive_seed(self.cfg.seed, "random-samples"))
-        return sample_distinct(model, rc.samples, rng, rc.samples * 50,
+        rng = random.Random(derive_seed(self.cfg.seed, f"{self.name}-samples"))
+        return sample_distinct(model, self.samples, rng, self.samples * 50,
                                None if cost is None else lambda a: a if cost.of(a) <= limit else None)
+
+    def rank(self, r: dict) -> float:
+        """Higher is better."""
+        return candidate_score({"acc": r["val_acc"], "loss": r["val_loss"]}, self.cfg.random.score)
+
+    def summary(self, best: dict, results: list[dict]) -> dict:
+        return {"val_acc": best["val_acc"], "val_loss": best["val_loss"], "samples": len(results),
+                "score": self.cfg.random.score, "all_val_acc": [r["val_acc"] for r in results],
+                "all_val_loss": [r["val_loss"] for r in results]}
+
+    def prepare(self, model: nn.Module, ctx: SearchContext) -> None:
+        """Set-up before the first candidate is scored (after a resume too)."""
 
     def score(self, supernet: nn.Module, ctx: SearchContext, arch: Arch, i: int) -> dict[str, float]:
         rc, cfg = self.cfg.random, self.cfg
@@ -60,9 +79,10 @@ class RandomStrategy(Strategy):
     def search(self, model: nn.Module, ctx: SearchContext) -> SearchResult:
         model.to(ctx.device)
         archs = self.draw(model, ctx)
+        self.prepare(model, ctx)
         st = ctx.load_checkpoint()
         results: list[dict] = st["results"] if st is not None else []
-        bar = ctx.bar(len(archs), "random search")
+        bar = ctx.bar(len(archs), f"{self.name} search")
         bar.update(len(results))
         group = ctx.group
         # rounds of one candidate per process (candidate i on rank i % N); a checkpoint per round
@@ -71,13 +91,10 @@ class RandomStrategy(Strategy):
             for i, r in zip(todo, group.map(lambda i: self.score(model, ctx, archs[i], i), todo), strict=True):
                 results.append({"arch": arch_key(archs[i]), **r})
                 bar.update(1)
-                bar.set_postfix(acc=f"{r['val_acc']:.3f}", best=f"{max(x['val_acc'] for x in results):.3f}")
+                bar.set_postfix(score=f"{self.rank(r):.3f}", best=f"{max(self.rank(x) for x in results):.3f}")
                 ctx.step_end(r)
                 ctx.save_checkpoint({"algo": self.name, "results": results})
                 ctx.epoch_end(i, r)
         bar.close()
-        metric = self.cfg.random.score
-        best = max(results, key=lambda r: candidate_score({"acc": r["val_acc"], "loss": r["val_loss"]}, metric))
-        metrics = {"val_acc": best["val_acc"], "val_loss": best["val_loss"], "samples": len(results), "score": metric,
-                   "all_val_acc": [r["val_acc"] for r in results], "all_val_loss": [r["val_loss"] for r in results]}
-        return SearchResult(json.loads(best["arch"]), metrics)
+        best = max(results, key=self.rank)  # the first of equal scores: draw order
+        return SearchResult(json.loads(best["arch"]), self.summary(best, results))

@@ -60,6 +60,8 @@ def check_config(cfg: SearchConfig) -> None:
         raise DfnasError("spos.flops_range must be [low, high] with low <= high (MFLOPs)")
     if cfg.spos.topk < 1 or cfg.spos.population < 1 or cfg.random.samples < 1:
         raise DfnasError("spos.population, spos.topk and random.samples must be >= 1")
+    if cfg.zeroshot.samples < 1 or cfg.zeroshot.batch_size < 2:
+        raise DfnasError("zeroshot.samples must be >= 1 and zeroshot.batch_size >= 2 (a proxy compares samples)")
     check_device(cfg.device)
 
 

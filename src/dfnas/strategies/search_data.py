@@ -126,6 +126,13 @@ class SearchData:
                 t = self.clean_logits(split)[idx.to(self.device)]
             yield x, t
 
+    def fixed_batch(self, split: str, n: int) -> torch.Tensor:
+        """The first `n` images (fewer in a smaller split) of a seeded shuffle of `split`, not
+        augmented, normalised, whole on every rank: the one batch a training-free proxy sees."""
+        g = torch.Generator().manual_seed(derive_seed(self.seed, split, "fixed-batch"))
+        idx = torch.randperm(len(self.x[split]), generator=g)[:n]
+        return self.source.normalize(self.x[split][idx].to(self.device).to(torch.get_default_dtype()).div_(255))
+
     def cycle(self, split: str, key: Any, train_aug: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Endless stream over `split` (the val split of a bilevel search is shorter than train)."""
         r = 0

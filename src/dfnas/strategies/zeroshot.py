@@ -24,6 +24,8 @@ Both run with BatchNorm on batch statistics (train mode, as in the papers) under
 
 from __future__ import annotations
 
+import copy
+import json
 import math
 import random
 import time
@@ -37,10 +39,14 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from tqdm.auto import tqdm
 
 from dfnas.errors import DfnasError
+from dfnas.io import derive_seed
 from dfnas.spaces import create_space, input_shape_of, resolve_space_cfg, space_class
 from dfnas.spaces.arch import build_network, make_record
-from dfnas.spaces.base import arch_valid, sample_distinct, search_space_of
+from dfnas.spaces.base import Arch, arch_valid, fix, sample_distinct, search_space_of
 from dfnas.spaces.profile import build_cost_tables
+from dfnas.strategies import register_strategy
+from dfnas.strategies.context import SearchContext
+from dfnas.strategies.random_search import RandomStrategy
 
 _RELUS = (nn.ReLU, nn.ReLU6)
 
@@ -144,15 +150,18 @@ def _naswot_logdet(model: nn.Module, x: Tensor) -> float:
 
 
 def naswot_score(model: nn.Module, input_shape: tuple[int, int, int], batch_size: int = 64,
-                 seed: int = 0) -> float:
-    """NASWOT score (log|det K| of the ReLU-code kernel) on a seeded N(0, 1) batch.
+                 seed: int = 0, x: Tensor | None = None) -> float:
+    """NASWOT score (log|det K| of the ReLU-code kernel) on a seeded N(0, 1) batch, or on the
+    batch `x` (model input, e.g. normalised images) where one is given.
 
     Higher is better; a network that maps different inputs to the same ReLU codes (e.g. a
     NAS-Bench-201 cell of only `none` edges) gets a singular K and -inf (or a very low number).
     """
-    _check_batch(batch_size)
-    x = gaussian_input(input_shape, batch_size, seed, _device_of(model))
-    return _naswot_logdet(model, x)
+    if x is None:
+        _check_batch(batch_size)
+        x = gaussian_input(input_shape, batch_size, seed, _device_of(model))
+    _check_batch(len(x))
+    return _naswot_logdet(model, x.to(_device_of(model)))
 
 
 # ----------------------------------------------------------------------------- Zen-score
@@ -163,14 +172,15 @@ def _safe_log(v: float) -> float:
 
 
 def zen_score(model: nn.Module, input_shape: tuple[int, int, int], batch_size: int = 64,
-              alpha: float = 0.01, repeats: int = 2, seed: int = 0) -> float:
+              alpha: float = 0.01, repeats: int = 2, seed: int = 0, x: Tensor | None = None) -> float:
     """Zen-score (Lin et al., 2021), simplified: how strongly the features respond to a small
     input perturbation, with the BN rescaling compensated.
 
     Per draw (x, eps ~ N(0, 1), BN on batch statistics):
     ``log(mean_i ||f(x_i) - f(x_i + alpha eps_i)||_2) + sum_BN 0.5 * log(mean_c var_c)``,
     where var_c is the batch variance of BN input channel c (over N, H, W) in the forward on x;
-    the result is averaged over `repeats` draws. Higher is better.
+    the result is averaged over `repeats` draws. Higher is better. A given batch `x` replaces
+    the Gaussian x of every draw (eps stays Gaussian).
 
     Simplifications against the paper: f is the input of the model's last ``nn.Linear`` (the
     globally pooled feature) instead of the pre-pooling feature map, the norm is the per-sample
@@ -181,7 +191,7 @@ def zen_score(model: nn.Module, input_shape: tuple[int, int, int], batch_size: i
     network that is otherwise fine. A network whose features do not react to the input at all
     still gets -inf via log(0). Weights stay as built (no Gaussian re-init).
     """
-    _check_batch(batch_size)
+    _check_batch(batch_size if x is None else len(x))
     if repeats < 1:
         raise DfnasError(f"zen_score needs repeats >= 1, got {repeats}")
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
@@ -207,12 +217,13 @@ def zen_score(model: nn.Module, input_shape: tuple[int, int, int], batch_size: i
     handles += [m.register_forward_pre_hook(bn_hook) for m in bns]
     device = _device_of(model)
     gen = torch.Generator().manual_seed(int(seed))  # x, eps, x, eps ... from one seeded stream
-    shape = (batch_size, *input_shape)
+    shape = (batch_size, *input_shape) if x is None else tuple(x.shape)
+    given = None if x is None else x.to(device)
     scores = []
     try:
         with _scoring_mode(model), torch.no_grad():
             for _ in range(repeats):
-                x = torch.randn(shape, generator=gen).to(device)
+                x = torch.randn(shape, generator=gen).to(device) if given is None else given
                 eps = torch.randn(shape, generator=gen).to(device)
                 feats.clear()
                 log_vars.clear()
@@ -325,3 +336,45 @@ def zero_shot_search(space: str, space_cfg: dict[str, Any], *, proxy: str = "nas
     return {"proxy": proxy, "arch": best["arch"], "score": best["score"], "flops": best["flops"],
             "params": int(round(params_table.cost(best["arch"]))), "candidates": candidates,
             "samples": len(candidates), "max_flops": max_flops, "seconds": time.perf_counter() - t0}
+
+
+# ----------------------------------------------------------------------------- the strategy
+@register_strategy
+class ZeroShotStrategy(RandomStrategy):
+    """`dfnas search --algo zeroshot`: `zeroshot.samples` distinct valid architectures drawn
+    uniformly (under `spos.flops_limit`), each cut out of the supernet at its seeded initial
+    weights and scored by `zeroshot.proxy` on one batch: the search data's (real or synthetic,
+    un-augmented val split) or N(0, 1) noise. No weight is trained; the highest score wins.
+    Candidates spread over torchrun processes as in random search."""
+
+    name = "zeroshot"
+
+    @property
+    def samples(self) -> int:
+        return self.cfg.zeroshot.samples
+
+    def prepare(self, model: nn.Module, ctx: SearchContext) -> None:
+        zc, s = self.cfg.zeroshot, ctx.data.spec
+        self.shape = (s.channels, s.height, s.width)
+        if zc.input == "gaussian":
+            self.x = gaussian_input(self.shape, zc.batch_size, derive_seed(self.cfg.seed, "zeroshot-input"), ctx.device)
+        else:
+            self.x = ctx.data.fixed_batch("val", zc.batch_size)
+            if len(self.x) < 2:
+                raise DfnasError(f"zero-shot scoring needs a batch of >= 2 images; data {ctx.data.source.name} "
+                                 f"gives {len(self.x)}")
+
+    def score(self, supernet: nn.Module, ctx: SearchContext, arch: Arch, i: int) -> dict[str, float]:
+        net = fix(copy.deepcopy(supernet), arch)
+        score = PROXIES[self.cfg.zeroshot.proxy](net, self.shape, seed=derive_seed(self.cfg.seed, "zeroshot-draws"),
+                                                 x=self.x)
+        return {"score": _finite_or_neg_inf(float(score))}
+
+    def rank(self, r: dict) -> float:
+        return r["score"]
+
+    def summary(self, best: dict, results: list[dict]) -> dict:
+        zc = self.cfg.zeroshot
+        return {"score": best["score"], "proxy": zc.proxy, "input": zc.input, "batch": len(self.x),
+                "samples": len(results), "all_scores": [r["score"] for r in results],
+                "all_archs": [json.loads(r["arch"]) for r in results]}
