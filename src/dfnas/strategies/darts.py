@@ -23,8 +23,10 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from dfnas.dist import SyncedBatchNorm
 from dfnas.io import derive_seed
 from dfnas.spaces.base import Arch, InputChoice, LayerChoice, choice_instances, set_mixers
 from dfnas.spaces.ops import bn_tail
@@ -38,11 +40,24 @@ from dfnas.training.losses import target_loss
 
 
 def scaled_bn(bn: nn.BatchNorm2d, h: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """`scale * bn(h)` through `bn`'s own forward (running statistics, SyncedBatchNorm) with
-    its affine weight and bias multiplied by `scale` (a weight of ones where BN has none)."""
+    """`scale * bn(h)`, with BN's affine weight and bias multiplied by `scale` (a weight of ones
+    where BN has none). A plain BatchNorm2d (or a SyncedBatchNorm not reducing now) runs as
+    `F.batch_norm` with its running-statistics bookkeeping; other subclasses run their own
+    forward with the scaled parameters swapped in."""
     weight = scale.expand(bn.num_features) if bn.weight is None else bn.weight * scale
-    params = {"weight": weight} if bn.bias is None else {"weight": weight, "bias": bn.bias * scale}
-    return torch.func.functional_call(bn, params, (h,))
+    bias = None if bn.bias is None else bn.bias * scale
+    if not (type(bn) is nn.BatchNorm2d or type(bn) is SyncedBatchNorm and not (bn.synced and bn.training)):
+        params = {"weight": weight} if bias is None else {"weight": weight, "bias": bias}
+        return torch.func.functional_call(bn, params, (h,))
+    factor = 0.0 if bn.momentum is None else bn.momentum
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        if bn.momentum is None:  # cumulative average
+            factor = 1.0 / float(bn.num_batches_tracked)
+    use_batch = bn.training or (bn.running_mean is None and bn.running_var is None)
+    keep = not bn.training or bn.track_running_stats
+    return F.batch_norm(h, bn.running_mean if keep else None, bn.running_var if keep else None,
+                        weight, bias, use_batch, factor, bn.eps)
 
 
 def derive_arch(probs: dict[str, torch.Tensor], names: dict[str, list[str]],
@@ -94,6 +109,8 @@ class DartsStrategy(AlphaStrategy):
         self.w_opt, self.sched = weight_optimizer(model, self.cfg)
         self._frozen = False
         self._tails: dict[nn.Module, tuple[list[nn.Module], nn.BatchNorm2d] | None] = {}
+        self._probs_now: dict[str, torch.Tensor] = {}
+        model.register_forward_pre_hook(lambda *_: self._probs_now.clear())  # fresh weights every forward
         set_mixers(model, self._mixed_op, self._sum_inputs)
 
     @staticmethod
@@ -103,10 +120,12 @@ class DartsStrategy(AlphaStrategy):
 
     # -- mixers -------------------------------------------------------------------------------
     def _mixed_op(self, c: LayerChoice, x: torch.Tensor) -> torch.Tensor:
-        a = self._alpha_of[c.label]
-        # weight step: constant mixing weights, so autograd neither computes alpha gradients
-        # nor keeps every candidate's output alive for them (less time and memory)
-        w = torch.softmax(a.detach() if self._frozen else a, 0)
+        w = self._probs_now.get(c.label)
+        if w is None:  # once per label and forward: cells sharing a label share one softmax node
+            a = self._alpha_of[c.label]
+            # weight step: constant mixing weights, so autograd neither computes alpha gradients
+            # nor keeps every candidate's output alive for them (less time and memory)
+            w = self._probs_now[c.label] = torch.softmax(a.detach() if self._frozen else a, 0)
         out: torch.Tensor | None = None
         for i, name in enumerate(c.names):
             if self.zero[c.label][i]:
