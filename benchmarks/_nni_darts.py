@@ -4,7 +4,7 @@ Builds NNI's own NAS-Bench-201 model space (`nni.nas.hub.pytorch.NasBench201`, C
 per stage, 10 classes), turns it into a supernet with NNI's DARTS strategy (`DARTS.mutate_model`,
 which installs `DifferentiableMixedLayer`s: softmax(alpha)-weighted sum of all 5 candidate ops on
 every edge, one alpha per label), wraps it in NNI's `DartsLightningModule`, and times on random
-data (batch 64 of 1x28x28, 10 classes):
+data (batch 64 of 1x28x28, or 3x32x32 with `--task cifar10`; 10 classes):
 
 * `nni_step_s`: one DARTS first-order step, driven by hand exactly as
   `DartsLightningModule.training_step` does it: arch step on a val batch (forward, loss,
@@ -28,7 +28,8 @@ Deviations from a stock NNI run, all recorded in `notes`:
 
 * NNI's NB201 stem is hard-coded `Conv2d(3, C, 3, padding=1, bias=False)`; it is replaced, before
   the supernet mutation, by `Conv2d(1, C, 3, padding=1, bias=False)` (same out channels, same
-  kernel) so the space takes 1-channel 28x28 input. Nothing else in the space is touched.
+  kernel) so the space takes 1-channel 28x28 input (`--task cifar10` keeps NNI's own stem).
+  Nothing else in the space is touched.
 * No Lightning `Trainer` is started. `DartsLightningModule.training_step` reaches the trainer for
   its optimizers, `manual_backward`, gradient clipping and logging, so the step is replayed outside
   it with NNI's own pieces: the optimizers come from the one-shot module's `configure_optimizers`
@@ -59,7 +60,7 @@ def _median(xs: list[float]) -> float:
     return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
 
 
-def time_nni_darts(steps: int = 4, warmup: int = 1, threads: int = 2) -> dict:
+def time_nni_darts(steps: int = 4, warmup: int = 1, threads: int = 2, task: str = "mnist") -> dict:
     """Time NNI 3.0's first-order DARTS step and a bare forward+backward on its NB201 supernet.
 
     Returns {"nni_step_s", "nni_bare_s", "nni_version", "notes"} plus a few checks
@@ -88,6 +89,7 @@ def time_nni_darts(steps: int = 4, warmup: int = 1, threads: int = 2) -> dict:
         raise ImportError(f"NNI failed to import ({type(e).__name__}: {e}); {_INSTALL}") from e
 
     C, N, classes, batch, clip = 16, 5, 10, 64, 5.0
+    shape = (1, 28, 28) if task == "mnist" else (3, 32, 32)  # cifar10: NNI's own 3-channel stem
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -99,8 +101,10 @@ def time_nni_darts(steps: int = 4, warmup: int = 1, threads: int = 2) -> dict:
             space = NasBench201(stem_out_channels=C, num_modules_per_stack=N, num_labels=classes)
             old = space.stem[0]
             stem_note = f"stem conv was {old.in_channels}->{old.out_channels} (hard-coded 3-channel)"
-            space.stem[0] = nn.Conv2d(1, old.out_channels, old.kernel_size, stride=old.stride,
-                                      padding=old.padding, bias=False)
+            if shape[0] != old.in_channels:
+                space.stem[0] = nn.Conv2d(shape[0], old.out_channels, old.kernel_size, stride=old.stride,
+                                          padding=old.padding, bias=False)
+                stem_note += f", replaced by a {shape[0]}->{C} conv before the supernet mutation"
             labels = list(space.simplify().keys())
 
             # 2. NNI's DARTS turns it into the supernet in place (LayerChoice -> DifferentiableMixedLayer).
@@ -129,7 +133,7 @@ def time_nni_darts(steps: int = 4, warmup: int = 1, threads: int = 2) -> dict:
             n_weights = sum(p.numel() for p in w_params)
 
             def batch_pair():
-                return torch.randn(batch, 1, 28, 28), torch.randint(0, classes, (batch,))
+                return torch.randn(batch, *shape), torch.randint(0, classes, (batch,))
 
             def bare() -> None:
                 x, y = batch_pair()
@@ -184,9 +188,8 @@ def time_nni_darts(steps: int = 4, warmup: int = 1, threads: int = 2) -> dict:
     rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     shared = len(alphas) == len(labels) < len(mixed)
     notes = (
-        f"NNI {nni.__version__} NasBench201(C={C}, N={N}, {classes} classes), batch {batch} of 1x28x28, "
-        f"{threads} threads, torch {torch.__version__}; {stem_note}, replaced by a 1->{C} conv before the "
-        f"supernet mutation. DARTS.mutate_model made {len(mixed)} DifferentiableMixedLayers "
+        f"NNI {nni.__version__} NasBench201(C={C}, N={N}, {classes} classes), batch {batch} of "
+        f"{'x'.join(map(str, shape))}, {threads} threads, torch {torch.__version__}; {stem_note}. DARTS.mutate_model made {len(mixed)} DifferentiableMixedLayers "
         f"({len(mixed) // len(labels)} cells x {len(labels)} edges) over {len(alphas)} alpha tensors of {cand} "
         f"({sum(a.numel() for a in alphas)} arch params, {'shared across cells by label' if shared else 'NOT shared'}: "
         f"{', '.join(labels)}); candidates {mixed[0].names}, all run and softmax-weighted-summed "
@@ -221,8 +224,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--task", choices=("mnist", "cifar10"), default="mnist")
     a = ap.parse_args()
-    r = time_nni_darts(steps=a.steps, warmup=a.warmup, threads=a.threads)
+    r = time_nni_darts(steps=a.steps, warmup=a.warmup, threads=a.threads, task=a.task)
     print(f"NNI {r['nni_version']} DARTS first-order step {r['nni_step_s']:.3f} s, bare forward+backward "
           f"{r['nni_bare_s']:.3f} s, ratio {r['nni_step_over_bare']:.2f}, peak RSS {r['nni_peak_rss_gib']:.2f} GiB")
     print(json.dumps(r))

@@ -174,7 +174,7 @@ def rss_child(task: str, steps: int, threads: int) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def nni_reference(steps: int, warmup: int, threads: int) -> dict | None:
+def nni_reference(task: str, steps: int, warmup: int, threads: int) -> dict | None:
     """NNI's step in this interpreter, or in DFNAS_NNI_PYTHON; None where NNI is not installed."""
     here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_nni_darts.py")
     python = os.environ.get("DFNAS_NNI_PYTHON")
@@ -184,7 +184,8 @@ def nni_reference(steps: int, warmup: int, threads: int) -> dict | None:
         except ImportError:
             return None
         python = sys.executable
-    out = subprocess.run([python, here, "--steps", str(steps), "--warmup", str(warmup), "--threads", str(threads)],
+    out = subprocess.run([python, here, "--task", task, "--steps", str(steps), "--warmup", str(warmup),
+                          "--threads", str(threads)],
                          capture_output=True, text=True)
     if out.returncode != 0:
         print(f"NNI reference failed: {out.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
@@ -233,7 +234,7 @@ def main() -> None:
             if r >= a.warmup:
                 times[k].append(time.perf_counter() - t0)
     t = {k: round(median(v), 3) for k, v in times.items()}
-    nni = nni_reference(a.steps, a.warmup, a.threads) if a.task == "mnist" else None
+    nni = nni_reference(a.task, a.steps, a.warmup, a.threads)
     ref_name, ref = ("nni_step_s", nni["nni_step_s"]) if nni else ("plain_step_s", t["plain_step"])
     ratio = t["dfnas_step"] / ref
     for k, v in t.items():

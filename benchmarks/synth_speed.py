@@ -1,6 +1,7 @@
 """Cost of one synthesis step vs a bare teacher forward+backward, same batch, same run.
 
     python benchmarks/synth_speed.py                  # bundled teacher, batch 100
+    python benchmarks/synth_speed.py --teacher cifar10-resnet20   # the bundled CIFAR-10 ResNet-20
     python benchmarks/synth_speed.py --device cuda --amp
     python benchmarks/synth_speed.py --device cuda --amp --channels-last --batch 64 \
         --factory torchvision.models:resnet50 --size 224 --classes 1000    # ImageNet scale
@@ -43,7 +44,8 @@ def main() -> None:
     ap.add_argument("--amp", action="store_true")
     ap.add_argument("--no-regional", action="store_true")
     ap.add_argument("--channels-last", action="store_true")
-    ap.add_argument("--factory", default=None, help="module:function building the teacher (default: bundled mnist-cnn)")
+    ap.add_argument("--teacher", default="mnist-cnn", help="a bundled teacher: mnist-cnn, cifar10-resnet20, ...")
+    ap.add_argument("--factory", default=None, help="module:function building the teacher (instead of --teacher)")
     ap.add_argument("--size", type=int, default=224, help="input size with --factory")
     ap.add_argument("--classes", type=int, default=1000, help="classes with --factory")
     ap.add_argument("--affine-scale", type=float, default=SynthConfig.affine_scale, help="synth.affine_scale")
@@ -59,7 +61,7 @@ def main() -> None:
         module = _import_factory(args.factory)()
         t = Teacher(module.eval(), spec, args.factory, "factory")
     else:
-        t = load_teacher("mnist-cnn")
+        t = load_teacher(args.teacher)
     t.to(dev)
     if args.channels_last:
         t.module.to(memory_format=torch.channels_last)

@@ -545,3 +545,12 @@ def test_darts_folds_op_weights_into_batchnorm_exactly() -> None:
     assert all(torch.equal(s1[k], s2[k]) or torch.allclose(s1[k], s2[k], atol=1e-12) for k in s1)
     moved = [k for k in s1 if "candidates" in k and k.endswith("running_mean") and not torch.equal(s1[k], start[k])]
     assert len(moved) >= 8 * 6  # the folded BNs did update their statistics
+
+
+def test_zeroshot_naswot_refuses_a_space_without_relu_modules_before_any_folder(tmp_path) -> None:
+    from dfnas.errors import DfnasError
+
+    cfg = make_cfg(algo="zeroshot", zeroshot={"proxy": "naswot"})
+    with pytest.raises(DfnasError, match="zeroshot.proxy=zen"):
+        run_search(cfg, toy_source(), tmp_path / "out", progress=False, supernet=ToyChain())
+    assert not (tmp_path / "out").exists()

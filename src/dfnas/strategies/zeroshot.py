@@ -353,6 +353,12 @@ class ZeroShotStrategy(RandomStrategy):
     def samples(self) -> int:
         return self.cfg.zeroshot.samples
 
+    def check(self, model: nn.Module, space_name: str = "") -> None:
+        super().check(model, space_name)
+        if self.cfg.zeroshot.proxy == "naswot" and not any(isinstance(m, _RELUS) for m in model.modules()):
+            raise DfnasError(f"zeroshot.proxy=naswot reads nn.ReLU modules and space '{space_name}' has none; "
+                             "use --set zeroshot.proxy=zen")
+
     def prepare(self, model: nn.Module, ctx: SearchContext) -> None:
         zc, s = self.cfg.zeroshot, ctx.data.spec
         self.shape = (s.channels, s.height, s.width)
