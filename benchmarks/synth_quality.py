@@ -21,7 +21,7 @@ row starts from its `synth` section (rounds, steps, regional canvas, ...), with 
 image count (per_class x rounds per class): how well the images the bench searches on carry
 the teacher's knowledge.
 Last line: JSON {metric, value, reference, ratio} with value = full-method accuracy,
-reference = real-data accuracy (target ratio >= 0.97).
+reference = real-data accuracy (target ratio >= 0.97; >= 0.85 with --task cifar10).
 """
 
 from __future__ import annotations
@@ -262,7 +262,8 @@ def main() -> None:
     print(json.dumps({"metric": "student_acc_full_method_vs_real", "value": acc("RLC + regional (dfnas)"),
                       "reference": round(real_acc, 4), "ratio": round(full / real_acc, 4) if full else None,
                       "plain": acc("plain inversion"), "noise": acc("noise + teacher labels"),
-                      "online_kd": acc("dfnas images, online KD"), "target_ratio": 0.97}))
+                      "online_kd": acc("dfnas images, online KD"),
+                      "target_ratio": 0.85 if args.task == "cifar10" else 0.97}))
 
 
 if __name__ == "__main__":
