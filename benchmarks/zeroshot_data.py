@@ -25,25 +25,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from scipy.stats import kendalltau
+from synth_quality import CIFAR_SAMPLE, cifar10_sample  # the kit's sample, read the same way
 
 from dfnas.config import from_dict
-from dfnas.data.sources import Source, blank_source, cifar10_spec, load_source
+from dfnas.data.sources import Source, blank_source, load_source
 from dfnas.spaces.nb201_bench import lookup
 from dfnas.strategies.config import SearchConfig
 from dfnas.strategies.runner import run_search
-
-CIFAR_SAMPLE = Path(__file__).resolve().parents[1] / ".." / "shared" / "cifar10" / "cifar10-sample.npz"
-
-
-def real_source(path: Path) -> Source:
-    if not path.is_file():
-        sys.exit(f"zeroshot_data: {path} not found; pass --cifar-sample PATH to cifar10-sample.npz")
-    with np.load(path, allow_pickle=False) as f:
-        x, y = torch.from_numpy(f["x_train"].copy()), torch.from_numpy(f["y_train"].copy()).long()
-    return Source("cifar10-sample:train", x, y, cifar10_spec(), identity={"source": "cifar10-sample:train"})
 
 
 def search(source: Source, input_: str, seed: int, samples: int, batch: int) -> dict:
@@ -63,7 +53,7 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     seeds = [int(s) for s in a.seeds.split(",")]
-    real = real_source(a.cifar_sample)
+    real, _ = cifar10_sample(a.cifar_sample)
     synth = load_source(str(a.synthetic))
     if synth.spec.signature != real.spec.signature:
         sys.exit(f"zeroshot_data: {a.synthetic} is {synth.spec.describe()}, not CIFAR-10 input")
