@@ -244,3 +244,35 @@ def test_probe_follows_changes_to_the_bn_buffers():
             net[4].weight.add_(0.5)
         got, _ = probe(x)
     assert torch.allclose(got, net(x), atol=1e-6)
+
+
+def test_jitter_shift_shows_the_teacher_black_bands_per_image_roll_wraps_the_batch():
+    """`jitter_mode: shift` feeds each image shifted on its own with a black vacated band (as
+    pad-and-crop training did); `roll` moves the whole batch by one wrap-around offset."""
+    t = load_teacher("mnist-cnn")
+    seen = []
+    hook = t.module.register_forward_pre_hook(lambda m, a: seen.append(a[0].detach().clone()))
+    try:
+        x0 = torch.rand(16, 1, 28, 28) * 0.5 + 0.25  # no pixel is black
+        scale, shift = t.spec.affine()
+        for mode in ("shift", "roll"):
+            cfg = SynthConfig(steps=1, lowres_fraction=0.0, regional=False, flip=False, jitter=3,
+                              jitter_mode=mode).resolve(28, 28)
+            inv = Inverter(FeatureProbe(t.module), t.spec, cfg, "cpu")
+            x = x0.clone().requires_grad_(True)
+            seen.clear()
+            inv._step(x, torch.arange(16) % 10, None, torch.Generator().manual_seed(5),
+                      torch.optim.Adam([x], lr=0.0))
+            v = (seen[0] - shift) / scale  # back to [0, 1]
+            black = (v.abs() < 1e-6).flatten(1).sum(1)
+            if mode == "shift":
+                assert (black > 0).sum() >= 12  # most images got a non-zero offset and its band
+                assert len(set(black.tolist())) > 1  # offsets differ per image
+            else:
+                assert black.sum() == 0
+                offsets = {next((dy, dx) for dy in range(-3, 4) for dx in range(-3, 4)
+                                if torch.allclose(v[i], torch.roll(x0[i], (dy, dx), (1, 2)), atol=1e-5))
+                           for i in range(16)}
+                assert len(offsets) == 1
+    finally:
+        hook.remove()

@@ -31,6 +31,10 @@ class SynthConfig:
     tv_l1: float = 0.0  # a_tv1: total variation, absolute differences
     l2: float = 1e-4  # a_l2: L2 prior about mid-grey
     jitter: int | None = None  # max roll in pixels; None = canvas size // 7
+    # "roll": the whole batch rolled (wrap-around), as DeepInversion; "shift": each image shifted
+    # on its own with the vacated band black, as the pad-and-crop training augmentation of
+    # CIFAR-style teachers, whose BN statistics include those black bands (docs/results-mnist.md)
+    jitter_mode: str = "roll"
     flip: bool = True  # random horizontal flip (also needs the input spec to allow it)
     # Each view zoomed by U(1-s, 1+s) and turned by U(-d, d) degrees; off by default, for
     # cluttered, harder tasks (docs/method.md, the defaults)
@@ -76,6 +80,7 @@ class SynthConfig:
             (self.label_temperature > 0, "synth.label_temperature must be > 0"),
             (0.0 <= self.affine_scale < 1.0, "synth.affine_scale must be in [0, 1)"),
             (0.0 <= self.affine_rotate <= 180.0, "synth.affine_rotate must be in [0, 180] degrees"),
+            (self.jitter_mode in ("roll", "shift"), "synth.jitter_mode must be 'roll' or 'shift'"),
             (self.best_every >= 1, "synth.best_every must be >= 1"),
         ]
         for ok, msg in checks:

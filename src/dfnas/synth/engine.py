@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from dfnas.data.spec import InputSpec
-from dfnas.data.transforms import random_affine
+from dfnas.data.transforms import random_affine, random_translate
 from dfnas.synth.bn_stats import bn_losses, bn_reference
 from dfnas.synth.config import SynthConfig
 from dfnas.synth.priors import l2_prior, task_loss_per_image, tv_l1, tv_l2
@@ -176,8 +176,10 @@ class Inverter:
             if cfg.l2:
                 terms["l2"] = l2_prior(v - 0.5)  # about mid-grey: the spec's mean may be unknown (raw 0-255)
                 loss = loss + cfg.l2 * terms["l2"]
+            if cfg.jitter and cfg.jitter_mode == "shift":
+                v = random_translate(v, cfg.jitter, gen)
             inp = self.to_input(v)
-            if cfg.jitter:
+            if cfg.jitter and cfg.jitter_mode == "roll":
                 dy, dx = torch.randint(-cfg.jitter, cfg.jitter + 1, (2,), generator=gen).tolist()
                 inp = torch.roll(inp, shifts=(dy, dx), dims=(2, 3))
             if cfg.channels_last:
