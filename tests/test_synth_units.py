@@ -10,7 +10,7 @@ from dfnas.synth.bn_stats import bn_losses, bn_reference
 from dfnas.synth.config import SynthConfig
 from dfnas.synth.engine import Inverter, lr_at, phases
 from dfnas.synth.priors import l2_prior, task_loss_per_image, tv_l1, tv_l2
-from dfnas.synth.regional import box_mask, crop_resize, sample_boxes
+from dfnas.synth.regional import box_mask, crop_resize, crop_windows, sample_boxes
 from dfnas.teachers import load_teacher
 from dfnas.teachers.probe import FeatureProbe, Taps
 
@@ -96,6 +96,24 @@ def test_regional_gradient_only_inside_the_box():
     mask = box_mask(boxes, 20, 24).expand_as(x)
     assert (x.grad[~mask] == 0).all()
     assert (x.grad[mask] != 0).float().mean() > 0.9  # and the box itself does get gradient
+
+
+def test_input_sized_windows_are_the_boxes_pixels_with_gradient_only_there():
+    """The released regional update (an input-sized window of the canvas) is cut by
+    `crop_windows`: the same view `crop_resize` gives, up to its pull-in, and the same gradient mask."""
+    gen = torch.Generator().manual_seed(2)
+    x = torch.rand(12, 3, 37, 37, requires_grad=True)
+    boxes = sample_boxes(12, 37, 37, (0.765625, 0.765625), (1.0, 1.0), gen)
+    assert (boxes[:, 2:] == 32).all()
+    flip = torch.rand(12, generator=gen) < 0.5
+    out = crop_windows(x, boxes, flip)
+    i = int(flip.nonzero()[0])
+    t, l = boxes[i, :2].tolist()
+    assert torch.equal(out[i], x[i, :, t:t + 32, l:l + 32].flip(-1))
+    assert torch.allclose(out, crop_resize(x, boxes, (32, 32), flip), atol=2e-3)
+    (out * torch.randn_like(out)).sum().backward()
+    mask = box_mask(boxes, 37, 37).expand_as(x)
+    assert (x.grad[~mask] == 0).all() and (x.grad[mask] != 0).all()
 
 
 def test_full_box_crop_is_identity_and_flip_mirrors():

@@ -26,7 +26,7 @@ from dfnas.data.transforms import random_affine, random_translate
 from dfnas.synth.bn_stats import bn_losses, bn_reference
 from dfnas.synth.config import SynthConfig
 from dfnas.synth.priors import l2_prior, task_loss_per_image, tv_l1, tv_l2
-from dfnas.synth.regional import crop_resize, full_boxes, sample_boxes
+from dfnas.synth.regional import crop_resize, crop_windows, full_boxes, sample_boxes
 from dfnas.teachers.probe import FeatureProbe, reference_input
 
 
@@ -101,7 +101,10 @@ class Inverter:
             return x if coin is None else torch.where(coin.to(x.device).view(-1, 1, 1, 1), x.flip(-1), x)
         else:
             boxes = full_boxes(n, h, w)
-        return crop_resize(x, boxes, (self.spec.height, self.spec.width), coin)
+        out_hw = (self.spec.height, self.spec.width)
+        if bool((boxes[:, 2] == out_hw[0]).all() and (boxes[:, 3] == out_hw[1]).all()):
+            return crop_windows(x, boxes, coin)  # input-sized windows: no resampling needed
+        return crop_resize(x, boxes, out_hw, coin)
 
     def to_input(self, view: torch.Tensor) -> torch.Tensor:
         return view * self.scale + self.shift
