@@ -142,3 +142,19 @@ def test_cifar10_folder_refuses_what_is_not_one(tmp_path):
     (evil / "data_batch_1").write_bytes(b"\x80\x02}q\x00")  # cut off
     with pytest.raises(DfnasError, match="not a CIFAR-10 python batch"):
         load_source(f"cifar10:{evil}")
+
+
+def test_random_translate_is_pad_and_crop_per_image():
+    """Each image moved by its own integer offset, the vacated band zero: checked against
+    padding and cropping each image by hand with the same draw of offsets."""
+    import torch.nn.functional as F
+
+    from dfnas.data.transforms import random_translate
+
+    x = torch.rand(9, 3, 7, 6) + 0.1
+    out = random_translate(x, 2, torch.Generator().manual_seed(4))
+    shifts = torch.randint(-2, 3, (9, 2), generator=torch.Generator().manual_seed(4))
+    p = F.pad(x, (2, 2, 2, 2))
+    for i, (dx, dy) in enumerate(shifts.tolist()):
+        assert torch.equal(out[i], p[i, :, 2 + dy:2 + dy + 7, 2 + dx:2 + dx + 6])
+    assert len({tuple(s) for s in shifts.tolist()}) > 1

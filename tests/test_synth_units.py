@@ -108,8 +108,8 @@ def test_input_sized_windows_are_the_boxes_pixels_with_gradient_only_there():
     flip = torch.rand(12, generator=gen) < 0.5
     out = crop_windows(x, boxes, flip)
     i = int(flip.nonzero()[0])
-    t, l = boxes[i, :2].tolist()
-    assert torch.equal(out[i], x[i, :, t:t + 32, l:l + 32].flip(-1))
+    top, left = boxes[i, :2].tolist()
+    assert torch.equal(out[i], x[i, :, top:top + 32, left:left + 32].flip(-1))
     assert torch.allclose(out, crop_resize(x, boxes, (32, 32), flip), atol=2e-3)
     (out * torch.randn_like(out)).sum().backward()
     mask = box_mask(boxes, 37, 37).expand_as(x)

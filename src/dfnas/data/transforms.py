@@ -14,18 +14,21 @@ import torch.nn.functional as F
 def random_translate(x: torch.Tensor, max_shift: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Shift each image by an integer offset in [-max_shift, max_shift], zero fill.
 
-    Equivalent to "pad by max_shift then random crop", done for the whole batch at once.
+    Equivalent to "pad by max_shift then random crop", done for the whole batch at once: one
+    gather from the zero-padded batch (its backward one scatter-add), several times cheaper on
+    CPU than resampling through grid_sample, and exact.
     """
     if max_shift <= 0:
         return x
-    n, _, h, w = x.shape
-    shifts = torch.randint(-max_shift, max_shift + 1, (n, 2), generator=generator).to(x.device, x.dtype)
-    theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
-    theta[:, 0, 0] = 1
-    theta[:, 1, 1] = 1
-    theta[:, 0, 2] = shifts[:, 0] * 2 / w
-    theta[:, 1, 2] = shifts[:, 1] * 2 / h
-    return _warp(x, theta, "nearest")
+    n, c, h, w = x.shape
+    shifts = torch.randint(-max_shift, max_shift + 1, (n, 2), generator=generator).to(x.device)
+    m = max_shift
+    padded = F.pad(x, (m, m, m, m))
+    # out[i, j] = x[i + dy, j + dx]: rows and columns of the padded batch to read
+    rows = shifts[:, 1:2] + m + torch.arange(h, device=x.device)
+    cols = shifts[:, 0:1] + m + torch.arange(w, device=x.device)
+    idx = (rows.view(n, h, 1) * (w + 2 * m) + cols.view(n, 1, w)).view(n, 1, h * w).expand(n, c, h * w)
+    return padded.flatten(2).gather(2, idx).view(n, c, h, w)
 
 
 def random_affine(x: torch.Tensor, scale: float, degrees: float, generator: torch.Generator) -> torch.Tensor:
