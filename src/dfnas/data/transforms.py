@@ -15,20 +15,29 @@ def random_translate(x: torch.Tensor, max_shift: int, generator: torch.Generator
     """Shift each image by an integer offset in [-max_shift, max_shift], zero fill.
 
     Equivalent to "pad by max_shift then random crop", done for the whole batch at once: one
-    gather from the zero-padded batch (its backward one scatter-add), several times cheaper on
-    CPU than resampling through grid_sample, and exact.
+    gather from the zero-padded batch (`take_windows`), several times cheaper on CPU than
+    resampling through grid_sample, and exact.
     """
     if max_shift <= 0:
         return x
-    n, c, h, w = x.shape
-    shifts = torch.randint(-max_shift, max_shift + 1, (n, 2), generator=generator).to(x.device)
+    h, w = x.shape[-2:]
+    shifts = torch.randint(-max_shift, max_shift + 1, (len(x), 2), generator=generator)
     m = max_shift
-    padded = F.pad(x, (m, m, m, m))
-    # out[i, j] = x[i + dy, j + dx]: rows and columns of the padded batch to read
-    rows = shifts[:, 1:2] + m + torch.arange(h, device=x.device)
-    cols = shifts[:, 0:1] + m + torch.arange(w, device=x.device)
-    idx = (rows.view(n, h, 1) * (w + 2 * m) + cols.view(n, 1, w)).view(n, 1, h * w).expand(n, c, h * w)
-    return padded.flatten(2).gather(2, idx).view(n, c, h, w)
+    # out[i, j] = x[i + dy, j + dx], read from the padded batch
+    return take_windows(F.pad(x, (m, m, m, m)), shifts[:, 1] + m, shifts[:, 0] + m, h, w)
+
+
+def take_windows(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height: int, width: int,
+                 flip: torch.Tensor | None = None) -> torch.Tensor:
+    """Per image i the height x width window of x[i] at (top[i], left[i]), mirrored where
+    flip[i]: one gather for the batch, its backward one scatter-add."""
+    n, c, h, w = x.shape
+    rows = top.to(x.device).view(n, 1) + torch.arange(height, device=x.device)
+    cols = left.to(x.device).view(n, 1) + torch.arange(width, device=x.device)
+    if flip is not None:
+        cols = torch.where(flip.to(x.device).view(n, 1), cols.flip(1), cols)
+    idx = (rows.view(n, height, 1) * w + cols.view(n, 1, width)).view(n, 1, height * width)
+    return x.flatten(2).gather(2, idx.expand(n, c, height * width)).view(n, c, height, width)
 
 
 def random_affine(x: torch.Tensor, scale: float, degrees: float, generator: torch.Generator) -> torch.Tensor:

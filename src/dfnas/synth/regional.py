@@ -17,6 +17,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from dfnas.data.transforms import take_windows
+
 
 def sample_boxes(
     n: int, height: int, width: int, area: tuple[float, float], ratio: tuple[float, float],
@@ -84,15 +86,6 @@ _EPS = 1e-3
 
 def crop_windows(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor | None = None) -> torch.Tensor:
     """The boxes' pixels as they are, for boxes all of one size (the released regional update:
-    an input-sized window of a larger canvas), optionally flipped per image: one gather, whose
-    backward is one scatter-add, about 3x cheaper than `crop_resize`'s grid_sample here."""
-    n, c, h, w = x.shape
-    bh, bw = int(boxes[0, 2]), int(boxes[0, 3])
-    b = boxes.to(x.device)
-    rows = b[:, 0:1] + torch.arange(bh, device=x.device)
-    cols = b[:, 1:2] + torch.arange(bw, device=x.device)
-    if flip is not None:
-        cols = torch.where(flip.to(x.device).view(-1, 1), cols.flip(1), cols)
-    idx = (rows.view(n, bh, 1) * w + cols.view(n, 1, bw)).view(n, 1, bh * bw).expand(n, c, bh * bw)
-    return x.flatten(2).gather(2, idx).view(n, c, bh, bw)
-
+    an input-sized window of a larger canvas), optionally flipped per image: one gather
+    (`take_windows`), about 3x cheaper than `crop_resize`'s grid_sample here."""
+    return take_windows(x, boxes[:, 0], boxes[:, 1], int(boxes[0, 2]), int(boxes[0, 3]), flip)
