@@ -1,7 +1,9 @@
 """One batch of model inversion: the inner loop of `dfnas synth`.
 
     x (B,C,h,w) in [0,1]  --crop+resize+flip(+zoom/turn)-->  view (B,C,H,W)  --spec-->  teacher input
-    loss = task(teacher(roll(input)), target) + a_feat * sum_l w_l BN_l + priors(view)
+    loss = task(teacher(jitter(input)), target) + a_feat * sum_l w_l BN_l + priors(view)
+
+jitter: the batch rolled (`jitter_mode: roll`) or each view shifted with a black band (`shift`).
 
 Every term is free of the teacher's units: the priors act on the [0, 1] view, each layer's BN
 term is read in units of its value on a fixed smooth-noise batch (`bn_reference`), and the
