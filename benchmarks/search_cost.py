@@ -10,8 +10,8 @@ the cost does not depend on them), in the CIFAR proxy regime of docs/performance
 C = 16, one cell per stage, batch 64) unless `--space-args` sets another; zero-shot is timed
 per scored candidate.
 
-Per strategy: seconds per search step (DARTS: arch step on a val batch + weight step on a
-train batch; ProxylessNAS: weight step on one sampled path + two-path arch step; SPOS: one
+Per strategy: seconds per search step (DARTS, GDAS, DrNAS: arch step on a val batch + weight
+step on a train batch; ProxylessNAS: weight step on one sampled path + two-path arch step; SPOS: one
 single-path supernet step, plus one evolution candidate = BN recalibration + scoring;
 random: one training step of a sampled fixed network), the peak activation memory (bytes
 of the tensors autograd saves for backward in the step's largest graph, device-independent)
@@ -44,6 +44,8 @@ CASES = {
 CIFAR_CASES = {
     "darts1@nb201": ("darts", "nb201", 1),
     "darts2@nb201": ("darts", "nb201", 2),
+    "gdas@nb201": ("gdas", "nb201", 1),
+    "drnas@nb201": ("drnas", "nb201", 1),
     "proxyless@nb201": ("proxyless", "nb201", 1),
     "spos@nb201": ("spos", "nb201", 1),
     "random@nb201": ("random", "nb201", 1),
@@ -107,8 +109,9 @@ def child(case: str, steps: int, warmup: int, task: str = "mnist", space_args: d
     train, val = data.cycle("train", "bench"), data.cycle("val", "bench")
     phases: list[Callable[[], None]]
     extra: dict[str, float] = {}
-    if algo == "darts":
+    if algo in ("darts", "gdas", "drnas"):
         strat.setup(net, ctx)
+        strat.begin_epoch(0)
         def arch() -> None:
             (xt, tt), (xv, tv) = next(train), next(val)
             strat.arch_step(net, xt, tt, xv, tv)

@@ -452,3 +452,38 @@ def test_two_worker_bench_survives_a_killed_worker_and_equals_one_process(bench:
     assert res["random"]["darts"]["accuracies"] == full["random"]["darts"]["accuracies"]
     assert res["ranking"]["scores"] == full["ranking"]["scores"]
     assert not list((out / "jobs").glob(".*.claim"))
+
+
+def test_quick_cifar10_bench_scores_cells_by_the_nb201_table(tmp_path: Path) -> None:
+    """configs/bench-cifar10.yaml --quick on a tiny CIFAR-shaped npz (the real kit is not read in
+    tests): every algorithm on every source, each found cell and random cell scored by its
+    NAS-Bench-201 ground truth, zero-shot scored on each source's batch, supernets on real,
+    synthetic and noise data ranked against the truth."""
+    import numpy as np
+
+    from dfnas.config import load_yaml
+    from dfnas.spaces.nb201_bench import lookup
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "cifar.npz", x_train=rng.integers(0, 256, (60, 3, 32, 32), dtype=np.uint8),
+             y_train=np.arange(60) % 10, x_test=rng.integers(0, 256, (20, 3, 32, 32), dtype=np.uint8),
+             y_test=np.arange(20) % 10)
+    data = f"npz:{tmp_path / 'cifar.npz'}"
+    path = Path(__file__).resolve().parents[1] / "configs" / "bench-cifar10.yaml"
+    cfg = build_config(load_yaml(path), quick=True, overrides=[f"train_data={data}", f"test_data={data}", "threads=2"])
+    res = run_bench(cfg, tmp_path / "b", progress=False)
+    assert {(r["algo"], r["source"]) for r in res["searches"]} == {(a, s) for a in cfg.algos for s in cfg.sources}
+    for r in res["searches"]:
+        assert r["final"]["test_accuracy_mean"] == pytest.approx(lookup(r["choices"])["cifar10_test"] / 100)
+    for z in res["zeroshot"].values():  # the Gaussian-input baseline, also looked up
+        assert z["final"]["test_accuracy_mean"] == pytest.approx(lookup(z["choices"])["cifar10_test"] / 100)
+    zs = [json.loads((tmp_path / "b" / "search" / f"zeroshot-{s}" / "arch.json").read_text()) for s in cfg.sources]
+    assert all(z["search"]["input"] == "data" for z in zs)
+    rk = res["ranking"]
+    truth = [lookup(a)["cifar10_test"] / 100 for a in rk["archs"][:len(rk["scratch"])]]
+    assert rk["scratch"] == pytest.approx(truth)
+    for name in ("real", "synthetic", "noise", "real_reseeded"):
+        assert f"tau_scratch_vs_{name}_supernet" in rk
+    assert "tau_noise_vs_real" in rk
+    with pytest.raises(DfnasError, match="score"):  # cells of another space cannot be looked up
+        build_config({}, overrides=["score=nb201"])

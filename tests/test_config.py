@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from dfnas.config import apply_overrides, from_dict, to_dict
@@ -42,5 +44,19 @@ def test_validate_ranges():
         SynthConfig(affine_scale=1.5).validate(10)
     with pytest.raises(DfnasError, match="affine_rotate"):
         SynthConfig(affine_rotate=-5).validate(10)
-    assert SynthConfig(regional=False).resolve(28, 28).jitter == 4  # H / 7 of the input
-    assert SynthConfig().resolve(28, 28).jitter == 5  # of the 8/7 canvas (32 px) the regional windows move on
+    roll = SynthConfig(jitter_mode="roll")
+    assert dataclasses.replace(roll, regional=False).resolve(28, 28).jitter == 4  # H / 7 of the input
+    assert roll.resolve(28, 28).jitter == 5  # of the 8/7 canvas (32 px) the regional windows move on
+
+
+def test_jitter_defaults_follow_the_input_size():
+    """Small (CIFAR/MNIST-scale) teachers get per-image shifts with black bands of H / 16 and
+    lr 0.1; ImageNet-scale ones DeepInversion's batch roll and lr 0.25; an explicit setting is kept."""
+    small, large = SynthConfig().resolve(32, 32), SynthConfig().resolve(224, 224)
+    assert (small.jitter_mode, small.jitter, small.lr) == ("shift", 2, 0.1)
+    assert (large.jitter_mode, large.jitter, large.lr) == ("roll", 37, 0.25)
+    assert SynthConfig(lr=0.3).resolve(32, 32).lr == 0.3
+    assert SynthConfig(jitter_mode="roll", jitter=3).resolve(32, 32).jitter_mode == "roll"
+    assert SynthConfig(jitter=6).resolve(32, 32).jitter == 6
+    with pytest.raises(DfnasError, match="jitter_mode"):
+        SynthConfig(jitter_mode="wrap").validate(10)

@@ -158,3 +158,17 @@ def test_random_translate_is_pad_and_crop_per_image():
     for i, (dx, dy) in enumerate(shifts.tolist()):
         assert torch.equal(out[i], p[i, :, 2 + dy:2 + dy + 7, 2 + dx:2 + dx + 6])
     assert len({tuple(s) for s in shifts.tolist()}) > 1
+
+
+def test_npz_with_arrays_per_split_reads_the_split_asked_for(tmp_path) -> None:
+    """An .npz of x_train/y_train + x_test/y_test (as the CIFAR-10 sample ships) serves both splits."""
+    rng = np.random.default_rng(0)
+    arrays = {"x_train": rng.integers(0, 256, (12, 1, 8, 8), dtype=np.uint8), "y_train": np.arange(12) % 3,
+              "x_test": rng.integers(0, 256, (6, 1, 8, 8), dtype=np.uint8), "y_test": np.arange(6) % 3}
+    np.savez(tmp_path / "d.npz", **arrays)
+    spec = InputSpec(1, 8, 8, 3, [0.5], [0.25])
+    for split in ("train", "test"):
+        src = load_source(f"npz:{tmp_path / 'd.npz'}", spec, split)
+        assert np.array_equal(src.x.numpy(), arrays[f"x_{split}"]) and src.y.tolist() == arrays[f"y_{split}"].tolist()
+    with pytest.raises(DfnasError, match="x_val"):
+        load_source(f"npz:{tmp_path / 'd.npz'}", spec, "val")

@@ -219,6 +219,112 @@ def test_darts_search_moves_alphas_and_records_history() -> None:
     assert strat_hist["order"] == 1 and "supernet_val_acc" in strat_hist
 
 
+@pytest.mark.parametrize("algo", ["darts", "gdas", "drnas"])
+def test_warmup_epochs_train_weights_only_then_the_alphas_move(algo: str) -> None:
+    torch.manual_seed(0)
+    model = ToyChain()
+    cfg = make_cfg(algo=algo, epochs=2, darts={"arch_lr": 0.1, "warmup_epochs": 1})
+    data = SearchData(toy_source(), cfg)
+    strat = create_strategy(algo, cfg)
+    probs, moved, val = [], [], []
+    stamp = [p.detach().clone() for p in model.parameters()]
+
+    class Watch(Hook):
+        def on_epoch_end(self, ctx: SearchContext, epoch: int, metrics: dict) -> None:
+            probs.append({k: v.clone() for k, v in strat.probs().items()})
+            moved.append(any(not torch.equal(a, p) for a, p in zip(stamp, model.parameters(), strict=True)))
+            val.append(metrics["val_loss"])
+
+    res = strat.search(model, SearchContext(cfg, data, progress=False, hooks=[Watch()]))
+    start = {k: torch.full_like(v, 1 / len(v)) for k, v in probs[0].items()}
+    assert all(torch.allclose(probs[0][k], start[k], atol=2e-3) for k in start)  # epoch 1: alphas as drawn
+    assert any(not torch.allclose(probs[1][k], probs[0][k], atol=1e-4) for k in start)  # epoch 2: they move
+    assert moved[0] and val[0] is None and val[1] > 0  # the warm-up trained the weights, scored no val batch
+    assert res.metrics["train_loss"] > 0
+
+
+# ----------------------------------------------------------------------------- GDAS
+
+
+def test_gdas_draws_ops_with_the_softmax_probabilities_at_any_temperature() -> None:
+    """Gumbel-max: the argmax of alpha + Gumbel noise is distributed as softmax(alpha), whatever
+    tau; the weight is exactly one-hot in value and carries the softmax gradient."""
+    from dfnas.strategies.gdas import gumbel_hard
+
+    alpha = torch.tensor([1.0, 0.0, -1.0, 0.5])
+    want = torch.softmax(alpha, 0)
+    for tau in (10.0, 0.1):
+        g = torch.Generator().manual_seed(0)
+        counts = torch.bincount(torch.tensor([gumbel_hard(alpha, tau, g)[1] for _ in range(4000)]), minlength=4)
+        assert torch.allclose(counts / 4000, want, atol=0.025), (tau, counts)
+    a = alpha.clone().requires_grad_(True)
+    w, k = gumbel_hard(a, 1.0, torch.Generator().manual_seed(3))
+    assert w.detach().tolist() == [float(i == k) for i in range(4)]
+    w[k].backward()
+    assert a.grad is not None and a.grad.abs().sum() > 0 and a.grad[k] > 0
+    assert gumbel_hard(alpha, 1.0, None)[1] == 0  # no generator: the argmax, for the final evaluation
+
+
+def test_gdas_runs_one_path_per_step_anneals_tau_and_moves_alphas() -> None:
+    torch.manual_seed(0)
+    model = ToyChain()
+    cfg = make_cfg(algo="gdas", epochs=5, darts={"arch_lr": 0.1}, gdas={"tau_max": 8.0, "tau_min": 0.5})
+    data = SearchData(toy_source(), cfg)
+    strat = create_strategy("gdas", cfg)
+    strat.setup(model, SearchContext(cfg, data, progress=False))
+    taus = []
+    for e in range(5):
+        strat.begin_epoch(e)
+        taus.append(strat.tau)
+    assert taus == pytest.approx([8.0, 6.125, 4.25, 2.375, 0.5])
+    x, t = next(data.batches("train", 0))
+    before = {k: a.detach().clone() for k, a in strat._alpha_of.items()}
+    for step in (strat.weight_step, lambda m, xb, tb: strat.arch_step(m, xb, tb, xb, tb)):
+        runs, hs = _count_runs(model)
+        step(model, x, t)
+        for h in hs:
+            h.remove()
+        assert all(v == 1 for v in runs.values()), runs
+    assert any(not torch.allclose(before[k], a.detach()) for k, a in strat._alpha_of.items())
+
+
+# ----------------------------------------------------------------------------- DrNAS
+
+
+def test_drnas_draws_are_torchs_dirichlet_rsample_from_an_explicit_generator() -> None:
+    """Same stream, same draw, same pathwise gradient as torch.distributions.Dirichlet.rsample."""
+    from dfnas.strategies.drnas import concentration, dirichlet_draw
+
+    alpha = torch.tensor([0.3, -0.5, 1.2, 0.0], dtype=torch.float64)
+    w = torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64)
+    a1 = alpha.clone().requires_grad_(True)
+    x1 = dirichlet_draw(a1, torch.Generator().manual_seed(5))
+    (x1 * w).sum().backward()
+    a2 = alpha.clone().requires_grad_(True)
+    torch.manual_seed(5)
+    x2 = torch.distributions.Dirichlet(concentration(a2)).rsample()
+    (x2 * w).sum().backward()
+    assert torch.allclose(x1, x2) and torch.allclose(a1.grad, a2.grad)
+    beta = concentration(alpha)
+    assert torch.allclose(dirichlet_draw(alpha, None), beta / beta.sum())  # no generator: the mean
+
+
+def test_drnas_kl_term_pulls_concentrations_to_the_flat_prior() -> None:
+    """Without data the KL term alone moves the alphas towards Dir(1) (alpha -> 0)."""
+    cfg = make_cfg(algo="drnas", drnas={"reg_scale": 1.0})
+    strat = create_strategy("drnas", cfg)
+    model = ToyChain()
+    strat.setup(model, SearchContext(cfg, SearchData(toy_source(), cfg), progress=False))
+    with torch.no_grad():
+        for a in strat._alpha_of.values():
+            a.copy_(torch.tensor([2.0, -0.5, 0.0, 1.0]))
+    before = strat.arch_penalty()
+    pen = strat.arch_penalty()
+    pen.backward()
+    a = next(iter(strat._alpha_of.values()))
+    assert float(before) > 0 and a.grad[0] > 0 and a.grad[1] < 0  # down from above 0, up from below
+
+
 # ----------------------------------------------------------------------------- ProxylessNAS
 
 
@@ -416,7 +522,7 @@ class CrashAfter(Hook):
             raise Crash(f"simulated kill at step {step}")
 
 
-@pytest.mark.parametrize("algo,crash_at,synthetic", [("darts", 4, False), ("proxyless", 5, True),
+@pytest.mark.parametrize("algo,crash_at,synthetic", [("darts", 4, False), ("gdas", 4, True), ("drnas", 4, False), ("proxyless", 5, True),
                                                      ("spos", 7, False), ("random", 2, True), ("zeroshot", 2, False)])
 def test_resume_after_interruption_gives_same_arch(tmp_path, algo: str, crash_at: int, synthetic: bool) -> None:
     cfg = make_cfg(algo=algo, darts={"arch_lr": 0.05}, proxyless={"arch_lr": 0.2})
@@ -486,7 +592,7 @@ class OnlyOneValid(ToyChain):
         return arch == self.ONLY
 
 
-@pytest.mark.parametrize("algo", ["darts", "proxyless"])
+@pytest.mark.parametrize("algo", ["darts", "gdas", "drnas", "proxyless"])
 def test_derived_architecture_is_valid(algo: str) -> None:
     """Whatever the alphas say, DARTS and ProxylessNAS hand back an architecture the space accepts."""
     torch.manual_seed(0)

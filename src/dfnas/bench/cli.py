@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="search on real / synthetic / plain-inversion / noise data and compare (the paper's protocol)",
                        description="Run the paper's benchmark protocol: every NAS algorithm on real data, dfnas "
                        "synthetic data, plain inversion and teacher-labelled noise, plus random architectures and "
-                       "a zero-shot proxy; every architecture trained from scratch on real data with several seeds.")
+                       "a zero-shot proxy; every architecture trained from scratch on real data with several seeds, or "
+                       "looked up in NAS-Bench-201 (score: nb201, configs/bench-cifar10.yaml).")
     p.add_argument("--quick", action="store_true", help="the same protocol at a tiny budget (minutes)")
     add_config_args(p, "", out_help="output folder (default: the config's `out`, runs/bench)")
     p.set_defaults(func=_run)

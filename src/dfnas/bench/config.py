@@ -22,6 +22,10 @@ from dfnas.teachers.config import TeacherRefConfig
 from dfnas.training.config import TrainConfig
 
 SOURCES = ("real", "synthetic", "plain", "noise")
+# the searches a bench can run, one section each (named as the algorithm but for zeroshot, whose
+# name is the Gaussian-input baseline's section)
+ALGOS = ("darts", "gdas", "drnas", "proxyless", "spos", "random", "zeroshot")
+SECTION = {a: a for a in ALGOS} | {"zeroshot": "zeroshot_search"}
 
 # small widths: the task has to separate architectures (see the regime in the README)
 SPACE_ARGS: dict[str, dict[str, Any]] = {
@@ -48,6 +52,7 @@ class RankingConfig:
     steps: int = 4000  # single-path SGD steps of each supernet
     epochs: int = 5  # cosine epochs the steps are split into
     reseeded: bool = True  # also a real-data supernet with another seed: the noise ceiling of tau
+    noise: bool = False  # also a supernet on the teacher-labelled noise source: what no information ranks like
     bn_batches: int = 16  # train batches that recalibrate BN per architecture (fewer: noisy ranks)
     val_batches: int = 0  # val batches that score it; 0 = the whole val split (a few batches: noisy ranks)
     # val loss ranks more consistently than top-1 (docs/bench-history.md); both taus are reported
@@ -73,9 +78,18 @@ class BenchConfig:
     algos: list[str] = dataclasses.field(default_factory=lambda: ["darts", "proxyless", "spos"])
     sources: list[str] = dataclasses.field(default_factory=lambda: list(SOURCES))
     # plain and noise get the same image budget; fewer images starve the students (docs/bench-history.md)
-    synth: SynthConfig = dataclasses.field(default_factory=lambda: SynthConfig(per_class=67, rounds=3, steps=200))
+    # lr 0.25 and jitter_mode roll: the documented MNIST runs predate the defaults by input size
+    synth: SynthConfig = dataclasses.field(default_factory=lambda: SynthConfig(per_class=67, rounds=3, steps=200,
+                                                                               lr=0.25, jitter_mode="roll"))
     search_online_teacher: bool = False  # teacher-labelled sources: KD to the live teacher on each view
     darts: SearchConfig = dataclasses.field(default_factory=lambda: _search("darts", "nb201"))
+    gdas: SearchConfig = dataclasses.field(default_factory=lambda: _search("gdas", "nb201"))
+    drnas: SearchConfig = dataclasses.field(default_factory=lambda: _search("drnas", "nb201"))
+    random: SearchConfig = dataclasses.field(default_factory=lambda: _search("random", "nb201"))
+    # zero-shot search scored on a batch of each data source (the `zeroshot` section is the
+    # Gaussian-input baseline every algorithm is compared with)
+    zeroshot_search: SearchConfig = dataclasses.field(default_factory=lambda: _search(
+        "zeroshot", "nb201", zeroshot={"input": "data", "samples": 100}))
     # more steps: single-path supernets learn slower than DARTS's mixed ops (docs/bench-history.md)
     # hw_mode abs: every search pulled to one FLOPs budget, so the data sources compare at equal cost
     proxyless: SearchConfig = dataclasses.field(default_factory=lambda: _search(
@@ -93,6 +107,10 @@ class BenchConfig:
     final_per_class: int | None = 200
     final: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(epochs=10, batch_size=32,
                                                                                warmup_epochs=1.0))
+    # how an architecture is scored: "train" = from scratch on the real train subset, tested on
+    # test_data, with every seed; "nb201" = its NAS-Bench-201 ground truth (200 epochs on the full
+    # real dataset; every search in the nb201 space, a teacher of one of the benchmark's tasks)
+    score: Literal["train", "nb201"] = "train"
     seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1, 2])
     ranking: RankingConfig = dataclasses.field(default_factory=RankingConfig)
     seed: int = 0  # synthesis, searches, sampling of random architectures
@@ -102,7 +120,7 @@ class BenchConfig:
 
     def search_config(self, algo: str, repeat: int = 0) -> SearchConfig:
         """The algorithm's recipe; search repeat r runs with seed `seed + r`."""
-        return dataclasses.replace(getattr(self, algo), seed=self.seed + repeat)
+        return dataclasses.replace(getattr(self, SECTION[algo]), seed=self.seed + repeat)
 
 
 def draw_suffix(d: int) -> str:
@@ -124,6 +142,10 @@ def draw_read(cfg: BenchConfig, src: str, repeat: int) -> int:
 QUICK: dict[str, Any] = {
     "synth": {"per_class": 4, "rounds": 2, "steps": 20, "batch_size": 40},
     "darts": {"epochs": 2, "max_steps_per_epoch": 2, "batch_size": 8},
+    "gdas": {"epochs": 2, "max_steps_per_epoch": 2, "batch_size": 8},
+    "drnas": {"epochs": 2, "max_steps_per_epoch": 2, "batch_size": 8},
+    "random": {"batch_size": 8, "random": {"samples": 2, "train_steps": 2, "val_batches": 1}},
+    "zeroshot_search": {"batch_size": 8, "zeroshot": {"samples": 4, "batch_size": 8}},
     "proxyless": {"epochs": 2, "max_steps_per_epoch": 2, "batch_size": 8},
     "spos": {"epochs": 2, "max_steps_per_epoch": 2, "batch_size": 8,
              "spos": {"population": 4, "generations": 1, "topk": 2, "mutation": 2, "crossover": 2,
@@ -144,7 +166,7 @@ QUICK: dict[str, Any] = {
 # settings that change how fast the bench runs, not what it measures
 _EXECUTION_KEYS = ("threads", "out", "device")
 # the bench's sections with a device, and what their execution settings are called in EXECUTION_KEYS
-_SECTIONS = {"synth": "synth", "darts": "search", "proxyless": "search", "spos": "search", "final": "train"}
+_SECTIONS = {"synth": "synth", **{SECTION[a]: "search" for a in ALGOS}, "final": "train"}
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -183,7 +205,7 @@ def validate(cfg: BenchConfig) -> None:
     from dfnas.strategies.runner import validate_search
     from dfnas.strategies.zeroshot import PROXIES
 
-    algos = ("darts", "proxyless", "spos")
+    algos = ALGOS
     bad = [a for a in cfg.algos if a not in algos]
     if bad or not cfg.algos or len(set(cfg.algos)) != len(cfg.algos):
         raise DfnasError(f"config key 'algos': give distinct values from {list(algos)}; got {cfg.algos}")
@@ -192,14 +214,17 @@ def validate(cfg: BenchConfig) -> None:
         raise DfnasError(f"config key 'sources': distinct values from {list(SOURCES)}, including real and "
                          f"synthetic; got {cfg.sources}")
     for a in algos:
-        s = getattr(cfg, a)
+        sec = SECTION[a]
+        s = getattr(cfg, sec)
         if s.algo != a:
-            raise DfnasError(f"config key '{a}.algo' must be {a} (each section configures its own algorithm)")
-        validate_search(s, a)
+            raise DfnasError(f"config key '{sec}.algo' must be {a} (each section configures its own algorithm)")
+        validate_search(s, sec)
         if s.seed != 0:  # the bench seeds every search itself; a silently ignored key misleads
-            raise DfnasError(f"config key '{a}.seed' is not used by dfnas bench (search repeat r runs with "
-                             f"seed 'seed' + r): set 'seed' instead, or leave '{a}.seed' at 0")
+            raise DfnasError(f"config key '{sec}.seed' is not used by dfnas bench (search repeat r runs with "
+                             f"seed 'seed' + r): set 'seed' instead, or leave '{sec}.seed' at 0")
     cfg.synth.validate(1)
+    if cfg.ranking.noise and "noise" not in cfg.sources:
+        raise DfnasError("config key 'ranking.noise' needs 'noise' in 'sources'")
     if cfg.ranking.algo not in algos:
         raise DfnasError(f"config key 'ranking.algo': choose one of {list(algos)}")
     rk = cfg.ranking
@@ -218,6 +243,13 @@ def validate(cfg: BenchConfig) -> None:
     if cfg.final_per_class is not None and cfg.final_per_class < 1:
         raise DfnasError("config key 'final_per_class' must be >= 1 or null (the whole train split)")
     cfg.final.validate("final")
+    if cfg.score not in ("train", "nb201"):
+        raise DfnasError(f"config key 'score': 'train' or 'nb201', got {cfg.score!r}")
+    if cfg.score == "nb201":
+        off = [a for a in cfg.algos if cfg.search_config(a).space != "nb201"]
+        if off:
+            raise DfnasError(f"config key 'score': nb201 scores cells of the nb201 space, but {off} search "
+                             f"{[cfg.search_config(a).space for a in off]}; set their space to nb201 or score: train")
     if cfg.threads is not None and cfg.threads < 1:
         raise DfnasError("config key 'threads' must be >= 1 (or null for torch's default)")
     check_devices(cfg)

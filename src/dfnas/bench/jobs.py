@@ -27,7 +27,10 @@ from dfnas.strategies.config import SearchConfig
 if TYPE_CHECKING:
     from dfnas.bench.protocol import Bench
 
-STRATEGY_SECTIONS = ("darts", "proxyless", "spos", "random")
+STRATEGY_SECTIONS = ("darts", "gdas", "drnas", "proxyless", "spos", "random")
+# sections an algorithm reads besides its own: random and zeroshot read spos.flops_limit, GDAS and DrNAS the
+# alphas' optimizer of darts
+ALSO_READS = {"random": {"spos"}, "zeroshot": {"spos"}, "gdas": {"darts"}, "drnas": {"darts"}}
 
 
 def teacher_job(b: Bench) -> dict[str, Any]:
@@ -73,9 +76,9 @@ def label_stats(src: Source) -> dict[str, Any]:
 
 def search_key(s: SearchConfig) -> dict[str, Any]:
     """The search's settings without the sections its algorithm never reads, so a new option
-    of one algorithm does not redo every other algorithm's searches (random reads spos.flops_limit)."""
+    of one algorithm does not redo every other algorithm's searches (`ALSO_READS`)."""
     d = neutral_dict(s, "search")
-    keep = {s.algo, "spos"} if s.algo == "random" else {s.algo}
+    keep = {s.algo, *ALSO_READS.get(s.algo, ())}
     return {k: v for k, v in d.items() if k not in STRATEGY_SECTIONS or k in keep}
 
 
@@ -139,7 +142,10 @@ def zeroshot_job(b: Bench, algo: str, budget: int | None, repeat: int) -> dict[s
 
 
 def final_job(b: Bench, name: str, arch: dict[str, Any]) -> dict[str, Any]:
-    """Train `arch` from scratch on the real train subset with every seed into final/<name>."""
+    """Train `arch` from scratch on the real train subset with every seed into final/<name>;
+    with `score: nb201`, look its ground truth up instead."""
+    if b.cfg.score == "nb201":
+        return nb201_final(b, name, arch)
     from dfnas.spaces import space_class
     from dfnas.spaces.arch import make_record
     from dfnas.training.train import train_arch
@@ -166,5 +172,36 @@ def ranking_job(b: Bench, algo: str, first: list[dict[str, Any]]) -> dict[str, A
                                                         score=r.score))
     online = OnlineTeacher(b.teacher, b.source("synthetic").spec) if b.cfg.search_online_teacher else None
     res = ranking_check(b.source("real"), b.source("synthetic"), s, r.archs, r.steps, r.epochs,
-                        first=[a["choices"] for a in first], teacher=online, reseeded=r.reseeded)
+                        first=[a["choices"] for a in first], teacher=online, reseeded=r.reseeded,
+                        others={"noise": b.source("noise")} if r.noise else None)
     return {**finite_taus(res), "other_score": finite_taus(res["other_score"]), "algo": algo}
+
+
+def nb201_final(b: Bench, name: str, arch: dict[str, Any]) -> dict[str, Any]:
+    """A cell's NAS-Bench-201 test accuracy on the teacher's task (the benchmark's 200-epoch
+    training on the full real dataset), in the record form of a final training (one value)."""
+    from dfnas.spaces import create_space
+    from dfnas.spaces.base import fix
+    from dfnas.spaces.nb201 import to_nb201_string
+    from dfnas.spaces.nb201_bench import lookup
+    from dfnas.spaces.profile import profile
+
+    dataset = nb201_dataset(b.teacher.spec)
+    acc = lookup(arch["choices"])[dataset] / 100.0
+    net = fix(create_space("nb201", **arch["space_cfg"]), arch["choices"])
+    s = b.teacher.spec
+    cost = profile(net, (s.channels, s.height, s.width))
+    b.say(f"  {name}: {to_nb201_string(arch['choices'])} -> {100 * acc:.2f}% (NAS-Bench-201 {dataset})")
+    return {"test_accuracy_mean": acc, "test_accuracy_std": None, "per_seed": [acc], "flops": cost["flops"],
+            "params": cost["params"], "train_seconds": 0.0, "nb201": dataset}
+
+
+def nb201_dataset(spec: Any) -> str:
+    """The NAS-Bench-201 dataset of a teacher's task, or a one-line error naming what fits."""
+    from dfnas.strategies.runner import NB201_TASKS
+
+    key = ((spec.channels, spec.height, spec.width), spec.num_classes)
+    if key not in NB201_TASKS:
+        raise DfnasError(f"config key 'score': nb201 needs a teacher of a NAS-Bench-201 task {sorted(NB201_TASKS.values())} "
+                         f"(3x32x32, 10 or 100 classes; 3x16x16, 120), not {spec.describe()}; use score: train")
+    return NB201_TASKS[key]

@@ -198,6 +198,8 @@ def run_bench(cfg: BenchConfig, out: str | Path | None = None, force: bool = Fal
     t_start = time.perf_counter()
     with torch_threads(cfg.threads):
         teacher = load_teacher(cfg.teacher.ref, cfg.teacher.weights, cfg.teacher.spec)
+        if cfg.score == "nb201":  # before any folder or work: the teacher's task must be the benchmark's
+            jobs.nb201_dataset(teacher.spec)
         if group.is_main:
             _claim_folder(out, cfg, force)
             JobStore(out / "jobs").clear_claims()
@@ -259,8 +261,8 @@ def _run_jobs(b: Bench) -> dict[str, Any]:
     b.plan["final"] -= sum(cfg.random_archs - len(rs) for rs in random_sets.values())  # a space smaller than asked
 
     # every architecture, trained from scratch on the real train subset with every seed
-    final_key = {"final": neutral_dict(cfg.final, "train"), "seeds": cfg.seeds, "per_class": cfg.final_per_class,
-                 "train": cfg.train_data, "test": cfg.test_data}
+    final_key = ({"final": neutral_dict(cfg.final, "train"), "seeds": cfg.seeds, "per_class": cfg.final_per_class,
+                  "train": cfg.train_data, "test": cfg.test_data} if cfg.score == "train" else {"score": "nb201"})
     todo: list[tuple[str, dict[str, Any]]] = [(f"{s['algo']}-{s['source']}{_rep(s['repeat'])}", s) for s in searches]
     todo += [(f"zeroshot-{a}{_rep(r)}", z) for a, zs in zeroshot.items() for r, z in enumerate(zs)]
     todo += [(f"random-{a}-{i}", r) for a, rs in random_sets.items() for i, r in enumerate(rs)]
@@ -272,10 +274,14 @@ def _run_jobs(b: Bench) -> dict[str, Any]:
     ranking = None
     if cfg.ranking.enabled:
         r_algo = cfg.ranking.algo if cfg.ranking.algo in random_sets else cfg.algos[-1]
-        key = {"r": to_dict(cfg.ranking), "search": neutral_dict(cfg.search_config(r_algo), "search"),
+        rk = to_dict(cfg.ranking)
+        if not rk["noise"]:  # keys of benches from before the noise supernet stay as they were
+            del rk["noise"]
+        key = {"r": rk, "search": neutral_dict(cfg.search_config(r_algo), "search"),
                "real": b.source("real").identity, "syn": b.source("synthetic").identity,
                "first": [a["choices"] for a in random_sets[r_algo]], "paths": "valid only", "cross_seed_tau": True,
-               **({"online": True} if cfg.search_online_teacher else {})}  # keeps earlier offline keys
+               **({"online": True} if cfg.search_online_teacher else {}),  # keeps earlier offline keys
+               **({"noise": b.source("noise").identity} if cfg.ranking.noise else {})}
         (ranking,) = b.stage([("ranking", key, lambda: jobs.ranking_job(b, r_algo, random_sets[r_algo]), None)])
         add_scratch_taus(ranking, [finals[f"random-{r_algo}-{i}"]["test_accuracy_mean"]
                                    for i in range(len(random_sets[r_algo]))])

@@ -82,7 +82,7 @@ def sample_distinct(model: torch.nn.Module, n: int, seed: int, first: Sequence[A
 
 def ranking_check(real: Source, synthetic: Source, cfg: SearchConfig, archs_n: int, steps: int, epochs: int,
                   first: Sequence[Arch] = (), teacher: torch.nn.Module | None = None,
-                  reseeded: bool = False) -> dict[str, Any]:
+                  reseeded: bool = False, others: dict[str, Source] | None = None) -> dict[str, Any]:
     """Train both supernets, score the same architectures with each; taus and raw scores.
 
     `teacher` (an OnlineTeacher): the synthetic supernet learns from the teacher's logits on
@@ -91,8 +91,11 @@ def ranking_check(real: Source, synthetic: Source, cfg: SearchConfig, archs_n: i
     weights, paths and batches); its tau with the first is what real data itself achieves, the
     ceiling for synthetic vs real. Synthetic vs reseeded real differs in data *and* seed, as the
     ceiling differs in seed: the synthetic and real supernets share initial weights and paths,
-    which on their own make rankings agree (measured: same seed 0.61, other seed -0.11)."""
+    which on their own make rankings agree (measured: same seed 0.61, other seed -0.11).
+    `others`: more supernets by name (teacher-labelled noise, say), on the synthetic one's footing."""
     nets = {"real": Supernet(real, cfg), "synthetic": Supernet(synthetic, cfg, teacher)}
+    for name, src in (others or {}).items():
+        nets[name] = Supernet(src, cfg, teacher)
     if reseeded:
         nets["real_reseeded"] = Supernet(real, dataclasses.replace(cfg, seed=derive_seed(cfg.seed, "reseeded")))
     seconds = {k: round(n.train(steps, epochs), 1) for k, n in nets.items()}
@@ -107,6 +110,7 @@ def ranking_check(real: Source, synthetic: Source, cfg: SearchConfig, archs_n: i
     def taus(sc: dict[str, list[float]]) -> dict[str, float]:
         t = {"tau_synthetic_vs_real": tau(sc["synthetic"], sc["real"]),
              "tau_synthetic_weights_real_val_vs_real": tau(sc["synthetic_on_real_val"], sc["real"])}
+        t.update({f"tau_{name}_vs_real": tau(sc[name], sc["real"]) for name in others or {}})
         if reseeded:  # the ceiling, and synthetic judged on the same footing: another seed than the reference
             t["tau_real_vs_real_reseeded"] = tau(sc["real_reseeded"], sc["real"])
             t["tau_synthetic_vs_real_reseeded"] = tau(sc["synthetic"], sc["real_reseeded"])

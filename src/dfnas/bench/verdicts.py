@@ -46,15 +46,16 @@ def clearly_better(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def add_scratch_taus(ranking: dict[str, Any], scratch: list[float]) -> None:
-    """Record the from-scratch accuracies of the first ranked architectures and, with two or
-    more, the Kendall tau of each supernet's scores against them."""
+    """Record the from-scratch accuracies (or NAS-Bench-201 truth) of the first ranked
+    architectures and, with two or more, the Kendall tau of each supernet's scores against them."""
     ranking["scratch"] = scratch
     k = len(scratch)
     if k >= 2:
         from dfnas.bench.ranking import tau
 
-        ranking["tau_scratch_vs_real_supernet"] = finite(tau(scratch, ranking["scores"]["real"][:k]))
-        ranking["tau_scratch_vs_synthetic_supernet"] = finite(tau(scratch, ranking["scores"]["synthetic"][:k]))
+        for name, sc in ranking["scores"].items():
+            if name != "synthetic_on_real_val":
+                ranking[f"tau_scratch_vs_{name}_supernet"] = finite(tau(scratch, sc[:k]))
 
 
 def summarize(cfg: BenchConfig, teacher: dict[str, Any], data: dict[str, Any], searches: list[dict[str, Any]],

@@ -163,7 +163,7 @@ class Source:
 
 def load_source(ref: str, spec: InputSpec | str | Path | None = None, split: str = "train") -> Source:
     """A bundled task (`mnist`, `mnist-clutter`: fixed split), `npz:PATH` (x uint8 NxCxHxW,
-    y int64; needs spec), an ImageFolder directory (needs spec), or a `dfnas synth` folder.
+    y int64, or per split x_train/y_train and x_test/y_test; needs spec), an ImageFolder directory (needs spec), or a `dfnas synth` folder.
     A bundled task uses `spec` (a teacher's, say) when its shape and classes fit."""
     from dfnas.errors import DfnasError
 
@@ -192,10 +192,13 @@ def load_source(ref: str, spec: InputSpec | str | Path | None = None, split: str
             raise DfnasError(f"{ref} needs an input spec: pass --spec spec.json")
         try:
             f = np.load(path, allow_pickle=False)
-            if not isinstance(f, np.lib.npyio.NpzFile) or "x" not in f or "y" not in f:
-                raise DfnasError(f"{path} must be an .npz holding arrays 'x' (uint8 NxCxHxW) and 'y' (integer labels)")
+            # one set (x, y), or a split per pair of arrays (x_train, y_train / x_test, y_test)
+            kx, ky = ("x", "y") if isinstance(f, np.lib.npyio.NpzFile) and "x" in f else (f"x_{split}", f"y_{split}")
+            if not isinstance(f, np.lib.npyio.NpzFile) or kx not in f or ky not in f:
+                raise DfnasError(f"{path} must be an .npz holding arrays 'x' (uint8 NxCxHxW) and 'y' (integer labels), "
+                                 f"or '{kx}' and '{ky}' for the {split} split")
             with f:
-                x, y = f["x"], f["y"]
+                x, y = f[kx], f[ky]
         except DfnasError:
             raise
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:  # garbage bytes, object (pickled) arrays
@@ -207,7 +210,7 @@ def load_source(ref: str, spec: InputSpec | str | Path | None = None, split: str
         if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
             raise DfnasError(f"{path}: 'y' must be a 1-D array of integer class labels, got {y.dtype} {y.shape}")
         src = Source(ref, torch.from_numpy(x.copy()), torch.from_numpy(y.astype(np.int64)), spec,
-                     identity={"source": ref, "sha256": sha256_file(path)})
+                     identity={"source": ref, "sha256": sha256_file(path), **({"split": split} if kx != "x" else {})})
     else:
         path = Path(ref)
         if (path / "manifest.json").is_file():

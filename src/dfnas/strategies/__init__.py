@@ -1,4 +1,4 @@
-"""NAS strategies by name: DARTS, ProxylessNAS, SPOS (+ evolution), random and zero-shot search.
+"""NAS strategies by name: DARTS, GDAS, DrNAS, ProxylessNAS, SPOS (+ evolution), random and zero-shot search.
 
     strategy = create_strategy("darts", cfg)          # cfg: dfnas.strategies.config.SearchConfig
     result = strategy.search(supernet, ctx)           # ctx: context.SearchContext
@@ -19,8 +19,8 @@ from dfnas.strategies.config import SearchConfig
 __all__ = ["ALGOS", "SearchResult", "Strategy", "compatible_spaces", "create_strategy", "list_strategies",
            "register_strategy", "strategy_class"]
 
-ALGOS = ("darts", "proxyless", "spos", "random", "zeroshot")  # the built-in strategies, in help order
-_MODULES = {"darts": "darts", "proxyless": "proxyless", "spos": "spos", "random": "random_search",
+ALGOS = ("darts", "gdas", "drnas", "proxyless", "spos", "random", "zeroshot")  # the built-in strategies, in help order
+_MODULES = {"darts": "darts", "gdas": "gdas", "drnas": "drnas", "proxyless": "proxyless", "spos": "spos", "random": "random_search",
             "zeroshot": "zeroshot"}
 _REGISTRY: dict[str, type[Strategy]] = {}
 

@@ -81,7 +81,7 @@ class Strategy:
 
 class AlphaStrategy(Strategy):
     """Shared by the strategies with one architecture-parameter vector per LayerChoice label
-    (DARTS, ProxylessNAS): probabilities, checkpoint state and resume.
+    (DARTS, GDAS, DrNAS, ProxylessNAS): probabilities, checkpoint state and resume.
 
     A subclass's `setup` creates `names`, `alphas` (ParameterDict), `_alpha_of` (label ->
     alpha), `w_opt`, `sched` and `arch_opt`.

@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("search", help="search an architecture (darts, proxyless, spos, random, zeroshot)")
-    p.add_argument("--algo", default=None, help="darts | proxyless | spos | random | zeroshot")
+    p = sub.add_parser("search", help="search an architecture (darts, gdas, drnas, proxyless, spos, random, zeroshot)")
+    p.add_argument("--algo", default=None, help="darts | gdas | drnas | proxyless | spos | random | zeroshot")
     p.add_argument("--space", default=None, help="darts | nb201 | proxyless | spos")
     p.add_argument("--data", default=None,
                    help="mnist, mnist-clutter, cifar10:DIR, npz:PATH, an ImageFolder directory or a dfnas synth "
@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(bundled name, file.py:factory, TorchScript)")
     p.add_argument("--teacher-weights", default=None, help="state dict for a factory --teacher")
     p.add_argument("--epochs", type=int, default=None,
-                   help="supernet epochs (darts, proxyless, spos); random search uses random.train_steps per sample")
+                   help="supernet epochs (darts, gdas, drnas, proxyless, spos); random search uses random.train_steps per sample")
     p.add_argument("--seed", type=int, default=None)
     add_config_args(p, "search", out_help="output folder (arch.json, config.yaml, log, drawings, checkpoint)",
                     out_required=True)

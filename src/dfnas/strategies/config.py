@@ -16,6 +16,25 @@ class DartsSearchConfig:
     arch_weight_decay: float = 1e-3
     unrolled_lr: float | None = None  # xi of the virtual step; None = current weight lr
     hvp_eps: float = 0.01  # finite-difference step = hvp_eps / ||grad_w' L_val||
+    # weight-only epochs before the alphas move (also GDAS, DrNAS); 0 = the DARTS paper's
+    warmup_epochs: int = 0
+
+
+@dataclasses.dataclass
+class GdasSearchConfig:
+    """GDAS: Gumbel-softmax temperature, linear from tau_max to tau_min over the epochs (the
+    paper's 10 -> 0.1). The alphas' optimizer is the `darts` section's."""
+
+    tau_max: float = 10.0
+    tau_min: float = 0.1
+
+
+@dataclasses.dataclass
+class DrnasSearchConfig:
+    """DrNAS: weight of the KL term pulling each Dir(ELU(alpha) + 1) towards the flat Dir(1).
+    The alphas' optimizer is the `darts` section's."""
+
+    reg_scale: float = 1e-3
 
 
 @dataclasses.dataclass
@@ -103,6 +122,8 @@ class SearchConfig:
     # NHWC memory layout for the supernet; None: the space's measured preference (spaces.use_channels_last)
     channels_last: bool | None = None
     darts: DartsSearchConfig = dataclasses.field(default_factory=DartsSearchConfig)
+    gdas: GdasSearchConfig = dataclasses.field(default_factory=GdasSearchConfig)
+    drnas: DrnasSearchConfig = dataclasses.field(default_factory=DrnasSearchConfig)
     proxyless: ProxylessSearchConfig = dataclasses.field(default_factory=ProxylessSearchConfig)
     spos: SposSearchConfig = dataclasses.field(default_factory=SposSearchConfig)
     random: RandomSearchConfig = dataclasses.field(default_factory=RandomSearchConfig)

@@ -125,7 +125,7 @@ class DartsStrategy(AlphaStrategy):
             a = self._alpha_of[c.label]
             # weight step: constant mixing weights, so autograd neither computes alpha gradients
             # nor keeps every candidate's output alive for them (less time and memory)
-            w = self._probs_now[c.label] = torch.softmax(a.detach() if self._frozen else a, 0)
+            w = self._probs_now[c.label] = self.mix_weights(a.detach() if self._frozen else a)
         out: torch.Tensor | None = None
         for i, name in enumerate(c.names):
             if self.zero[c.label][i]:
@@ -174,6 +174,9 @@ class DartsStrategy(AlphaStrategy):
         if self.cfg.darts.order == 1:
             loss = self._loss(model, xv, tv)
             value = loss.detach().reshape(1).clone()
+            penalty = self.arch_penalty()
+            if penalty is not None:  # the same on every process: weighed like one process's loss
+                loss = loss + self.weigh(penalty)
             return self.grads(loss, alphas, (value,)), float(value)
         return self._unrolled_grads(model, xt, tt, xv, tv)
 
@@ -229,21 +232,67 @@ class DartsStrategy(AlphaStrategy):
         history, start, metrics = self.start(model, ctx)
         data = ctx.data
         for epoch in range(start, self.cfg.epochs):
+            self.begin_epoch(epoch)
             val = data.cycle("val", f"darts-e{epoch}")
-            bar = ctx.bar(data.steps("train"), f"darts e{epoch + 1}/{self.cfg.epochs}")
+            # warm-up: weights only, so the candidates train before the alphas judge them
+            warm = epoch < self.cfg.darts.warmup_epochs
+            bar = ctx.bar(data.steps("train"), f"{self.name} e{epoch + 1}/{self.cfg.epochs}" + (" warm-up" if warm else ""))
             lt = lv = 0.0
             n = 0
             with ctx.sharded(model):
                 for xt, tt in data.batches("train", f"darts-e{epoch}"):
                     xv, tv = next(val)
-                    lv += self.arch_step(model, xt, tt, xv, tv)
+                    if not warm:
+                        lv += self.arch_step(model, xt, tt, xv, tv)
                     lt += self.weight_step(model, xt, tt)
                     n += 1
                     self.step_done(ctx, bar, lt, lv, n)
             metrics = self.epoch_done(bar, history, lt, lv, n)
+            if warm:
+                metrics["val_loss"] = None
             ctx.save_checkpoint(self.state_dict(model, epoch, history, metrics))
             ctx.epoch_end(epoch, metrics)
-        final = evaluate(model, data.batches("val", "final", train_aug=False), self.cfg.kd_temperature, ctx.group)
-        metrics = {**metrics, "supernet_val_loss": final["loss"], "supernet_val_acc": final["acc"],
-                   "order": self.cfg.darts.order}
+        with self.final_eval():
+            final = evaluate(model, data.batches("val", "final", train_aug=False), self.cfg.kd_temperature, ctx.group)
+        metrics = {**metrics, "supernet_val_loss": final["loss"], "supernet_val_acc": final["acc"], **self.info()}
         return SearchResult(self.derive(), metrics, history, self.names)
+
+    # -- hooks for variants (GDAS, DrNAS) -----------------------------------------------------------
+    def mix_weights(self, alpha: torch.Tensor) -> torch.Tensor:
+        """A mixed op's candidate weights from its alphas."""
+        return torch.softmax(alpha, 0)
+
+    def arch_penalty(self) -> torch.Tensor | None:
+        """A regularizer of the alphas added to the (first-order) val loss."""
+        return None
+
+    def begin_epoch(self, epoch: int) -> None:
+        """Called before each epoch (also the first one after a resume)."""
+
+    def final_eval(self) -> contextlib.AbstractContextManager[None]:
+        """The supernet's state while its final val metrics are taken."""
+        return contextlib.nullcontext()
+
+    def info(self) -> dict[str, object]:
+        """Settings reported in the search metrics."""
+        return {"order": self.cfg.darts.order}
+
+
+class SampledDarts(DartsStrategy):
+    """Base of the DARTS variants that draw their op weights at random every forward (GDAS,
+    DrNAS): a seeded stream per epoch, so a resumed run (checkpoints are per epoch) draws what
+    the uninterrupted one drew and every process of a sharded run draws the same for its rows;
+    `_gen` is None while the final val metrics are taken (the deterministic derived weights)."""
+
+    _gen: torch.Generator | None = None
+
+    def begin_epoch(self, epoch: int) -> None:
+        self._gen = torch.Generator().manual_seed(derive_seed(self.cfg.seed, self.name, epoch))
+
+    @contextlib.contextmanager
+    def final_eval(self) -> Iterator[None]:
+        gen, self._gen = self._gen, None
+        try:
+            yield
+        finally:
+            self._gen = gen

@@ -56,6 +56,14 @@ def check_config(cfg: SearchConfig) -> None:
         raise DfnasError("search.batch_size must be >= 2 (BatchNorm needs more than one image)")
     if cfg.darts.order not in (1, 2):
         raise DfnasError(f"darts.order must be 1 or 2, got {cfg.darts.order}")
+    if not 0 < cfg.gdas.tau_min <= cfg.gdas.tau_max:
+        raise DfnasError("gdas.tau_min and gdas.tau_max must satisfy 0 < tau_min <= tau_max")
+    if cfg.algo in ("gdas", "drnas") and cfg.darts.order != 1:
+        raise DfnasError(f"--algo {cfg.algo} is first order (sampled op weights); set darts.order to 1")
+    if not 0 <= cfg.darts.warmup_epochs < cfg.epochs and cfg.algo in ("darts", "gdas", "drnas"):
+        raise DfnasError(f"darts.warmup_epochs must be in [0, epochs={cfg.epochs}): the alphas need an epoch to move")
+    if cfg.drnas.reg_scale < 0:
+        raise DfnasError("drnas.reg_scale must be >= 0")
     if cfg.spos.flops_range is not None and cfg.spos.flops_range[0] > cfg.spos.flops_range[1]:
         raise DfnasError("spos.flops_range must be [low, high] with low <= high (MFLOPs)")
     if cfg.spos.topk < 1 or cfg.spos.population < 1 or cfg.random.samples < 1:
