@@ -68,7 +68,7 @@ def main() -> None:
     spec = t.spec
     cfg = SynthConfig(device=args.device, amp=args.amp, regional=not args.no_regional, lowres_fraction=0.0,
                       channels_last=args.channels_last, affine_scale=args.affine_scale,
-                      affine_rotate=args.affine_rotate).resolve(spec.height, spec.width)
+                      affine_rotate=args.affine_rotate).resolve(spec.height, spec.width, spec.channels)
     inv = Inverter(FeatureProbe(t.module), spec, cfg, dev)
     hard = (torch.arange(args.batch) % spec.num_classes).to(dev)
     x = torch.rand(args.batch, spec.channels, spec.height, spec.width, device=dev).requires_grad_(True)

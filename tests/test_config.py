@@ -45,18 +45,21 @@ def test_validate_ranges():
     with pytest.raises(DfnasError, match="affine_rotate"):
         SynthConfig(affine_rotate=-5).validate(10)
     roll = SynthConfig(jitter_mode="roll")
-    assert dataclasses.replace(roll, regional=False).resolve(28, 28).jitter == 4  # H / 7 of the input
-    assert roll.resolve(28, 28).jitter == 5  # of the 8/7 canvas (32 px) the regional windows move on
+    assert dataclasses.replace(roll, regional=False).resolve(28, 28, 1).jitter == 4  # H / 7 of the input
+    assert roll.resolve(28, 28, 1).jitter == 5  # of the 8/7 canvas (32 px) the regional windows move on
 
 
 def test_jitter_defaults_follow_the_input_size():
-    """Small (CIFAR/MNIST-scale) teachers get per-image shifts with black bands of H / 16 and
-    lr 0.1; ImageNet-scale ones DeepInversion's batch roll and lr 0.25; an explicit setting is kept."""
-    small, large = SynthConfig().resolve(32, 32), SynthConfig().resolve(224, 224)
+    """Small (CIFAR/MNIST-scale) teachers get per-image shifts with black bands of H / 16, and
+    lr 0.1 for RGB images; ImageNet-scale ones DeepInversion's batch roll and lr 0.25; an
+    explicit setting is kept."""
+    small, large = SynthConfig().resolve(32, 32, 3), SynthConfig().resolve(224, 224, 3)
     assert (small.jitter_mode, small.jitter, small.lr) == ("shift", 2, 0.1)
     assert (large.jitter_mode, large.jitter, large.lr) == ("roll", 37, 0.25)
-    assert SynthConfig(lr=0.3).resolve(32, 32).lr == 0.3
-    assert SynthConfig(jitter_mode="roll", jitter=3).resolve(32, 32).jitter_mode == "roll"
-    assert SynthConfig(jitter=6).resolve(32, 32).jitter == 6
+    assert SynthConfig(lr=0.3).resolve(32, 32, 3).lr == 0.3
+    gray = SynthConfig().resolve(28, 28, 1)  # MNIST-like: shifts, but lr 0.25 (0.1 lost 1.6 points there)
+    assert (gray.jitter_mode, gray.jitter, gray.lr) == ("shift", 2, 0.25)
+    assert SynthConfig(jitter_mode="roll", jitter=3).resolve(32, 32, 3).jitter_mode == "roll"
+    assert SynthConfig(jitter=6).resolve(32, 32, 3).jitter == 6
     with pytest.raises(DfnasError, match="jitter_mode"):
         SynthConfig(jitter_mode="wrap").validate(10)

@@ -141,9 +141,9 @@ def test_random_affine_turns_and_zooms_about_the_centre():
 def test_affine_view_passes_gradient_and_default_view_is_unchanged():
     t = load_teacher("mnist-cnn")
     x = torch.rand(4, 1, 28, 28, requires_grad=True)
-    plain = Inverter(FeatureProbe(t.module), t.spec, SynthConfig(regional=False).resolve(28, 28), "cpu")
+    plain = Inverter(FeatureProbe(t.module), t.spec, SynthConfig(regional=False).resolve(28, 28, 1), "cpu")
     assert torch.equal(plain.view(x, torch.Generator().manual_seed(1)), x)
-    cfg = SynthConfig(regional=False, affine_scale=0.2, affine_rotate=20).resolve(28, 28)
+    cfg = SynthConfig(regional=False, affine_scale=0.2, affine_rotate=20).resolve(28, 28, 1)
     inv = Inverter(FeatureProbe(t.module), t.spec, cfg, "cpu")
     v = inv.view(x, torch.Generator().manual_seed(1))
     assert not torch.allclose(v, x, atol=1e-3)
@@ -171,7 +171,7 @@ def test_regional_step_changes_only_pixels_in_the_box():
     """One real synthesis step with only the box visible: pixels outside stay bit-identical."""
     t = load_teacher("mnist-cnn")
     cfg = SynthConfig(steps=1, lowres_fraction=0.0, regional=True, region_area=(0.2, 0.4), jitter=0,
-                      tv_l1=0.01).resolve(28, 28)
+                      tv_l1=0.01).resolve(28, 28, 1)
     inv = Inverter(FeatureProbe(t.module), t.spec, cfg, "cpu")
     x = torch.rand(10, 1, 28, 28).requires_grad_(True)
     before = x.detach().clone()
@@ -275,7 +275,7 @@ def test_jitter_shift_shows_the_teacher_black_bands_per_image_roll_wraps_the_bat
         scale, shift = t.spec.affine()
         for mode in ("shift", "roll"):
             cfg = SynthConfig(steps=1, lowres_fraction=0.0, regional=False, flip=False, jitter=3,
-                              jitter_mode=mode).resolve(28, 28)
+                              jitter_mode=mode).resolve(28, 28, 1)
             inv = Inverter(FeatureProbe(t.module), t.spec, cfg, "cpu")
             x = x0.clone().requires_grad_(True)
             seen.clear()

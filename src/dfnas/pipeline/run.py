@@ -105,7 +105,7 @@ def fingerprints(cfg: RunConfig, teacher: Any, test_ref: str | None) -> dict[str
     spec = teacher.spec
     fp = {"teacher": _hash({"teacher": teacher.identity(), "spec": spec.to_dict(), "test": test_ref})}
     # the synth fingerprint covers the teacher's weights and spec, not the test data
-    fp["synth"] = _hash({"synth": synth_fingerprint(teacher, cfg.synth.resolve(spec.height, spec.width))})
+    fp["synth"] = _hash({"synth": synth_fingerprint(teacher, cfg.synth.resolve(spec.height, spec.width, spec.channels))})
     fp["search"] = _hash({"prev": fp["synth"], "search": _section(cfg, "search")})
     fp["train"] = _hash({"prev": fp["search"], "train": _section(cfg, "train"), "test": test_ref})
     fp["export"] = _hash({"prev": fp["train"], "export": to_dict(cfg.export)})

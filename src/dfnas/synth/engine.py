@@ -67,7 +67,7 @@ class Inverter:
     def __init__(self, probe: FeatureProbe, spec: InputSpec, cfg: SynthConfig, device: torch.device | str) -> None:
         self.probe = probe
         self.spec = spec
-        self.cfg = cfg = cfg.resolve(spec.height, spec.width)  # idempotent: fills what is left by input size
+        self.cfg = cfg = cfg.resolve(spec.height, spec.width, spec.channels)  # idempotent: fills what is left by input size
         self.device = torch.device(device)
         self.scale, self.shift = spec.affine(self.device)
         # the larger canvas exists for the regional windows; without them the image is the input

@@ -96,7 +96,7 @@ def synthesize(
     stay in one process; each rank writes its own shards, and rank 0 registers them all once
     every rank is done. The set is byte-identical whatever the number of processes."""
     spec = teacher.spec
-    cfg = cfg.resolve(spec.height, spec.width)
+    cfg = cfg.resolve(spec.height, spec.width, spec.channels)
     cfg.validate(spec.num_classes)
     check_plan(cfg, spec, progress and rank == 0)
     n_bn = validate_teacher(teacher, need_bn=cfg.bn_weight > 0, device="cpu")
