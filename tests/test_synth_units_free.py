@@ -66,7 +66,7 @@ def _first_step_terms(teacher: Teacher, cfg) -> dict[str, float]:
         inv = Inverter(probe, teacher.spec, cfg, "cpu")
         gen = torch.Generator().manual_seed(3)
         x = torch.rand(10, 1, *inv.canvas, generator=gen).requires_grad_(True)
-        opt = torch.optim.Adam([x], lr=cfg.lr)
+        opt = torch.optim.Adam([x], lr=inv.cfg.lr)  # the resolved config (lr by input)
         hard = torch.arange(10)
         terms = inv._step(x, hard, None, gen, opt)
         return {k: float(v.detach()) for k, v in terms.items()}
