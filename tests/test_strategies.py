@@ -288,6 +288,25 @@ def test_gdas_runs_one_path_per_step_anneals_tau_and_moves_alphas() -> None:
     assert any(not torch.allclose(before[k], a.detach()) for k, a in strat._alpha_of.items())
 
 
+def test_gdas_exclude_none_never_draws_or_derives_a_zero_op() -> None:
+    torch.manual_seed(0)
+    model = ToyChain()
+    cfg = make_cfg(algo="gdas", darts={"arch_lr": 0.1}, gdas={"exclude_none": True})
+    data = SearchData(toy_source(), cfg)
+    strat = create_strategy("gdas", cfg)
+    strat.setup(model, SearchContext(cfg, data, progress=False))
+    strat.begin_epoch(0)
+    with torch.no_grad():
+        for a in strat._alpha_of.values():
+            a[3] = 5.0  # `none` the strongest by far
+    x, t = next(data.batches("train", 0))
+    for _ in range(5):
+        strat.arch_step(model, x, t, x, t)
+        assert all(strat._index[k] != 3 for k in strat._index)
+    assert all(float(p[3]) == 0.0 for p in strat.probs().values())
+    assert all(v != "none" for v in strat.derive().values())
+
+
 # ----------------------------------------------------------------------------- DrNAS
 
 

@@ -27,6 +27,7 @@ class GdasSearchConfig:
 
     tau_max: float = 10.0
     tau_min: float = 0.1
+    exclude_none: bool = False  # never draw or derive a `none` op (docs/results-mnist.md, GDAS)
 
 
 @dataclasses.dataclass

@@ -47,6 +47,14 @@ class GdasStrategy(SampledDarts):
         super().setup(model, ctx)
         self._index: dict[str, int] = {}
         self.tau = self.cfg.gdas.tau_max
+        # exclude_none: zero ops never drawn nor derived (-inf logits). A drawn `none` outputs
+        # zeros, so its alpha gets no gradient of its own and rises as the others fall
+        self._mask: dict[str, torch.Tensor] = {}
+        for label, zero in self.zero.items():
+            m = torch.zeros(len(zero), device=ctx.device)
+            if self.cfg.gdas.exclude_none and not all(zero):
+                m[torch.tensor(zero, device=ctx.device)] = float("-inf")
+            self._mask[label] = m
 
     def begin_epoch(self, epoch: int) -> None:
         super().begin_epoch(epoch)
@@ -57,11 +65,15 @@ class GdasStrategy(SampledDarts):
     def info(self) -> dict[str, object]:
         return {"tau_final": self.tau}
 
+    def probs(self) -> dict[str, torch.Tensor]:
+        return {k: torch.softmax(a.detach() + self._mask[k], 0).cpu() for k, a in self._alpha_of.items()}
+
     def _mixed_op(self, c: LayerChoice, x: torch.Tensor) -> torch.Tensor:
         w = self._probs_now.get(c.label)
         if w is None:  # one draw per label and forward: cells sharing a label share the path
             a = self._alpha_of[c.label]
-            w, self._index[c.label] = gumbel_hard(a.detach() if self._frozen else a, self.tau, self._gen)
+            a = (a.detach() if self._frozen else a) + self._mask[c.label]
+            w, self._index[c.label] = gumbel_hard(a, self.tau, self._gen)
             self._probs_now[c.label] = w
         k = self._index[c.label]
         return c.candidates[c.names[k]](x) * w[k]
