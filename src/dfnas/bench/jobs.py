@@ -198,10 +198,10 @@ def nb201_final(b: Bench, name: str, arch: dict[str, Any]) -> dict[str, Any]:
 
 def nb201_dataset(spec: Any) -> str:
     """The NAS-Bench-201 dataset of a teacher's task, or a one-line error naming what fits."""
-    from dfnas.strategies.runner import NB201_TASKS
+    from dfnas.strategies.runner import NB201_TASKS, nb201_task
 
-    key = ((spec.channels, spec.height, spec.width), spec.num_classes)
-    if key not in NB201_TASKS:
+    dataset = nb201_task(spec)
+    if dataset is None:
         raise DfnasError(f"config key 'score': nb201 needs a teacher of a NAS-Bench-201 task {sorted(NB201_TASKS.values())} "
                          f"(3x32x32, 10 or 100 classes; 3x16x16, 120), not {spec.describe()}; use score: train")
-    return NB201_TASKS[key]
+    return dataset

@@ -9,9 +9,10 @@ Dir(1) (`drnas.reg_scale`) keeps the concentrations from growing without bound. 
 arch is each label's argmax of the mean weight beta / sum(beta). Weights and alphas are updated
 alternately as in first-order DARTS, on the same mixed supernet.
 
-Why it is here: the sampled weights act as noise on the alphas that DARTS lacks, which keeps
-the supernet from settling on parameter-free ops (published on NAS-Bench-201 CIFAR-10: DrNAS
-94.36 %, DARTS 54.30 %).
+Why it is here: the sampled weights act as noise on the alphas that DARTS lacks, which at full
+budget keeps the supernet from settling on parameter-free ops (published on NAS-Bench-201
+CIFAR-10: DrNAS 94.36 %, DARTS 54.30 %); at the CPU proxy regime, with the DARTS arch lr, it
+still drifts to `skip_connect` (80.57 %, docs/results-mnist.md).
 """
 
 from __future__ import annotations
@@ -67,11 +68,7 @@ class DrnasStrategy(SampledDarts):
         return dirichlet_draw(alpha, self._gen)
 
     def probs(self) -> dict[str, torch.Tensor]:
-        out = {}
-        for k, a in self._alpha_of.items():
-            beta = concentration(a.detach()).cpu()
-            out[k] = beta / beta.sum()
-        return out
+        return {k: dirichlet_draw(a.detach(), None).cpu() for k, a in self._alpha_of.items()}  # the means
 
     def arch_penalty(self) -> torch.Tensor | None:
         scale = self.cfg.drnas.reg_scale

@@ -10,8 +10,10 @@ step costs one single-path forward+backward instead of every candidate's. tau fa
 from `gdas.tau_max` to `gdas.tau_min` over the epochs. The derived arch is each label's argmax.
 
 Why it is here: on NAS-Bench-201 DARTS drifts to all-skip cells (54.30 % on CIFAR-10, as
-published; measured here too), while GDAS's sampled, hard paths keep every op trained on its
-own and hold near the top (93.61 % published).
+published), while GDAS's sampled, hard paths hold near the top at full budget (93.61 %
+published). At the CPU proxy regime a drawn `none` (zeros out, so no gradient of its own)
+takes over; `gdas.exclude_none` keeps it out, which found a 93.12 % cell there
+(docs/results-mnist.md).
 """
 
 from __future__ import annotations

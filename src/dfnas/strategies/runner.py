@@ -181,12 +181,15 @@ NB201_TASKS = {((3, 32, 32), 10): "cifar10_test", ((3, 32, 32), 100): "cifar100_
                ((3, 16, 16), 120): "imagenet16_120_test"}
 
 
+def nb201_task(spec: Any) -> str | None:
+    """The NAS-Bench-201 dataset whose task has this input spec's shape and classes, if any."""
+    return NB201_TASKS.get(((spec.channels, spec.height, spec.width), spec.num_classes))
+
+
 def _nb201_truth(arch: dict[str, Any], spec: Any) -> dict[str, Any]:
     """On a task of the benchmark's shape, the found cell's NAS-Bench-201 accuracy: ground truth
     of the benchmark (the cell trained 200 epochs on the full real dataset), not of this run."""
-    if spec is None:
-        return {}
-    dataset = NB201_TASKS.get(((spec.channels, spec.height, spec.width), spec.num_classes))
+    dataset = None if spec is None else nb201_task(spec)
     if dataset is None:
         return {}
     from dfnas.spaces.nb201_bench import lookup
