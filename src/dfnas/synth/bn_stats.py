@@ -37,15 +37,13 @@ def bn_reference(probe: FeatureProbe, reference: torch.Tensor) -> BNReference:
     return [(rm, rv, inv_s, 1.0 / di) for (rm, rv, inv_s, _), di in zip(ref, d, strict=True)]
 
 
-def bn_losses(taps: Taps, ref: BNReference, batched: bool | None = None) -> torch.Tensor:
+def bn_losses(taps: Taps, ref: BNReference, batched: bool = True) -> torch.Tensor:
     """Per-layer (||mean - running_mean||_2 / s + ||var - running_var||_2 / s^2) / d_ref, stacked
     (L,): DeepInversion's feature-statistics distance, free of the units of the teacher's
     features (`bn_reference` gives s and d_ref).
 
     `batched` (default) computes every layer at once from concatenated statistics: a dozen
     kernels instead of five per layer (half the time of the per-layer form on CPU too)."""
-    if batched is None:
-        batched = True
     if not taps.means:
         return torch.zeros(0)
     inv_s = torch.stack([r[2] for r in ref])
