@@ -11,12 +11,14 @@ trainings also resume inside themselves from their own checkpoints), then writes
 
     teacher                      real test accuracy, FLOPs
     data-synthetic, data-plain   the two synthetic sets (`data/<name>`, resumable synthesis)
-    search-<algo>-<source>       every algorithm on every source (`search/<algo>-<source>`)
+    ranking, search-<algo>-<source>
+                                 Kendall tau of supernets trained on synthetic vs real data (one
+                                 stage with the searches: it needs only the data), then every
+                                 algorithm on every source (`search/<algo>-<source>`)
     zeroshot-<algo>              training-free proxy in the algorithm's space, under the FLOPs
                                  of the largest architecture the algorithm's searches found
     final-<name>                 every architecture (found, random, zero-shot) trained from
                                  scratch on the real train subset with every seed (`final/<name>`)
-    ranking                      Kendall tau of supernets trained on synthetic vs real data
 
 Under torchrun (`torchrun --nproc-per-node N -m dfnas bench ...`), the jobs of each stage are
 spread over the N workers: each takes the next job nobody has claimed (an atomic claim file
@@ -233,6 +235,21 @@ def _run_jobs(b: Bench) -> dict[str, Any]:
     data: dict[str, Any] = {spec[0].removeprefix("data-"): r for spec, r in zip(first[1:], made, strict=True)}
     if "noise" in cfg.sources:
         data["noise"] = jobs.label_stats(b.source("noise"))
+    # the ranking check needs only the sources and the random cells: it joins the search stage, so
+    # under torchrun one worker trains its supernets while the others search
+    random_sets = {algo: jobs.random_archs(b, algo) for algo in cfg.algos}
+    r_algo = cfg.ranking.algo if cfg.ranking.algo in random_sets else cfg.algos[-1]
+    ranking_spec = []
+    if cfg.ranking.enabled:
+        rk = to_dict(cfg.ranking)
+        if not rk["noise"]:  # keys of benches from before the noise supernet stay as they were
+            del rk["noise"]
+        key = {"r": rk, "search": neutral_dict(cfg.search_config(r_algo), "search"),
+               "real": b.source("real").identity, "syn": b.source("synthetic").identity,
+               "first": [a["choices"] for a in random_sets[r_algo]], "paths": "valid only", "cross_seed_tau": True,
+               **({"online": True} if cfg.search_online_teacher else {}),  # keeps earlier offline keys
+               **({"noise": b.source("noise").identity} if cfg.ranking.noise else {})}
+        ranking_spec = [("ranking", key, lambda: jobs.ranking_job(b, r_algo, random_sets[r_algo]), None)]
     specs, reps_of = [], []
     reps = range(cfg.search_repeats)
     for algo in cfg.algos:
@@ -245,8 +262,10 @@ def _run_jobs(b: Bench) -> dict[str, Any]:
                 specs.append((f"search-{name}", key, lambda a=algo, s=src, r=r: jobs.search_job(b, a, s, r),
                               b.out / "search" / name))
                 reps_of.append(r)
+    done_first = b.stage(ranking_spec + specs)
+    ranking = done_first[0] if ranking_spec else None
     # records from before repeats lack the repeat
-    searches = [{**s, "repeat": r} for s, r in zip(b.stage(specs), reps_of, strict=True)]
+    searches = [{**s, "repeat": r} for s, r in zip(done_first[len(ranking_spec):], reps_of, strict=True)]
     specs = []
     for algo in cfg.algos:
         # the same FLOPs budget as the searches: the largest architecture this algorithm found
@@ -257,7 +276,6 @@ def _run_jobs(b: Bench) -> dict[str, Any]:
                    lambda a=algo, bd=budget, r=r: jobs.zeroshot_job(b, a, bd, r), None) for r in reps]
     done = iter(b.stage(specs))
     zeroshot: dict[str, list[dict[str, Any]]] = {algo: [next(done) for _ in reps] for algo in cfg.algos}
-    random_sets = {algo: jobs.random_archs(b, algo) for algo in cfg.algos}
     b.plan["final"] -= sum(cfg.random_archs - len(rs) for rs in random_sets.values())  # a space smaller than asked
 
     # every architecture, trained from scratch on the real train subset with every seed
@@ -271,19 +289,7 @@ def _run_jobs(b: Bench) -> dict[str, Any]:
               lambda n=name, a=arch: jobs.final_job(b, n, a), b.out / "final" / name) for name, arch in todo]
     finals = dict(zip([name for name, _ in todo], b.stage(specs), strict=True))
 
-    ranking = None
-    if cfg.ranking.enabled:
-        r_algo = cfg.ranking.algo if cfg.ranking.algo in random_sets else cfg.algos[-1]
-        rk = to_dict(cfg.ranking)
-        if not rk["noise"]:  # keys of benches from before the noise supernet stay as they were
-            del rk["noise"]
-        key = {"r": rk, "search": neutral_dict(cfg.search_config(r_algo), "search"),
-               "real": b.source("real").identity, "syn": b.source("synthetic").identity,
-               "first": [a["choices"] for a in random_sets[r_algo]], "paths": "valid only", "cross_seed_tau": True,
-               **({"online": True} if cfg.search_online_teacher else {}),  # keeps earlier offline keys
-               **({"noise": b.source("noise").identity} if cfg.ranking.noise else {})}
-        (ranking,) = b.stage([("ranking", key, lambda: jobs.ranking_job(b, r_algo, random_sets[r_algo]), None)])
+    if ranking is not None:
         add_scratch_taus(ranking, [finals[f"random-{r_algo}-{i}"]["test_accuracy_mean"]
                                    for i in range(len(random_sets[r_algo]))])
-
     return summarize(cfg, teacher, data, searches, zeroshot, random_sets, finals, ranking)
