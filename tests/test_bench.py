@@ -107,6 +107,30 @@ def test_clearly_better_needs_separated_bands() -> None:
     assert not clearly_better(f(0.90, 0.0), f(0.95, 0.0))
 
 
+def test_data_free_targets_ask_the_margin_the_zero_shot_lead_and_the_truth_tau() -> None:
+    """Margin kept only where real beats noise by 2 points; the best synthetic search against
+    the best Gaussian zero-shot; the synthetic supernet's tau vs truth against the real one's."""
+    from dfnas.bench.verdicts import _data_free_targets, _verdict
+
+    f = lambda m: {"test_accuracy_mean": m, "test_accuracy_std": 0.001}  # noqa: E731
+    by = {"real": f(0.93), "synthetic": f(0.915), "noise": f(0.90), "zeroshot": f(0.91)}
+    v = _verdict(by, None)
+    assert v["margin_kept"] == pytest.approx(0.5)
+    assert _verdict({**by, "noise": f(0.92)}, None)["margin_kept"] is None  # real only 1 point ahead: not asked
+    verdicts = {"gdas": v, "spos": _verdict({**by, "synthetic": f(0.93)}, None)}
+    pooled = {"gdas": by, "spos": {**by, "synthetic": f(0.93)}}
+    rk = {"tau_scratch_vs_real_supernet": 0.40, "tau_scratch_vs_synthetic_supernet": 0.36}
+    t = _data_free_targets(verdicts, pooled, rk)
+    assert t["synthetic_keeps_80%_of_real_minus_noise"] is False  # gdas kept half
+    assert t["best_synthetic_beats_zeroshot_gaussian_by_0.5"] is True  # spos 93.0 vs 91.0
+    assert t["tau_synthetic_vs_truth_ge_real_minus_0.05"] is True
+    t = _data_free_targets(verdicts, {a: {**p, "zeroshot": f(0.928)} for a, p in pooled.items()},
+                           {**rk, "tau_scratch_vs_synthetic_supernet": 0.30})
+    assert t["best_synthetic_beats_zeroshot_gaussian_by_0.5"] is False
+    assert t["tau_synthetic_vs_truth_ge_real_minus_0.05"] is False
+    assert _data_free_targets(verdicts, pooled, None)["tau_synthetic_vs_truth_ge_real_minus_0.05"] is None
+
+
 def test_pool_takes_every_search_and_every_seed() -> None:
     a = {"test_accuracy_mean": 0.9, "per_seed": [0.89, 0.91]}
     b = {"test_accuracy_mean": 0.8, "per_seed": [0.80, 0.80]}

@@ -5,6 +5,7 @@ reproduces a record for either task."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -158,6 +159,22 @@ def test_random_translate_is_pad_and_crop_per_image():
     for i, (dx, dy) in enumerate(shifts.tolist()):
         assert torch.equal(out[i], p[i, :, 2 + dy:2 + dy + 7, 2 + dx:2 + dx + 6])
     assert len({tuple(s) for s in shifts.tolist()}) > 1
+
+
+def test_color_shift_is_one_gain_and_offset_per_image_and_channel():
+    """Every pixel of an image's channel moves by the same gain in [e^-c, e^c] and offset in
+    [-c, c]; images and channels draw their own."""
+    from dfnas.data.transforms import color_shift
+
+    x = torch.rand(8, 3, 5, 5)
+    out = color_shift(x, 0.2, torch.Generator().manual_seed(0))
+    flat_x, flat_o = x.flatten(2), out.flatten(2)
+    # fit out = a x + b per (image, channel) from two pixels, then check every pixel
+    a = (flat_o[..., 1] - flat_o[..., 0]) / (flat_x[..., 1] - flat_x[..., 0])
+    b = flat_o[..., 0] - a * flat_x[..., 0]
+    assert torch.allclose(flat_o, a[..., None] * flat_x + b[..., None], atol=1e-4)
+    assert (a >= math.exp(-0.2) - 1e-4).all() and (a <= math.exp(0.2) + 1e-4).all() and (b.abs() <= 0.2 + 1e-4).all()
+    assert a.std() > 0.02 and b.std() > 0.02
 
 
 def test_npz_with_arrays_per_split_reads_the_split_asked_for(tmp_path) -> None:

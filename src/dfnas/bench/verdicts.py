@@ -97,7 +97,32 @@ def summarize(cfg: BenchConfig, teacher: dict[str, Any], data: dict[str, Any], s
                 "clearly_better_than_noise": all(v.get("clearly_better_than_noise", True) for v in verdicts.values()),
                 "clearly_better_than_zeroshot": all(v["clearly_better_than_zeroshot"] for v in verdicts.values()),
                 "kendall_tau_ge_0.7": bool(ranking and (ranking.get("tau_synthetic_vs_real") or -1) >= 0.7),
+                **_data_free_targets(verdicts, pooled, ranking),
             }}
+
+
+MARGIN = 0.02  # real must beat noise by this much before "synthetic keeps the margin" is asked
+KEPT = 0.8  # the share of that margin synthetic data must keep
+ZS_LEAD = 0.005  # the best data-free search must beat zero-shot on Gaussian input by this much
+TAU_SLACK = 0.05  # tau(synthetic supernet, truth) may trail tau(real supernet, truth) by this much
+
+
+def _data_free_targets(verdicts: dict[str, Any], pooled: dict[str, dict[str, Any]],
+                       ranking: dict[str, Any] | None) -> dict[str, Any]:
+    """The CIFAR-10 bench's targets (issue 25), asked of any bench: does data matter and does
+    synthetic data keep it, does the best search on synthetic data beat the data-free zero-shot
+    proxy, and does a synthetic supernet rank architectures by the truth as well as a real one."""
+    kept = [v["margin_kept"] for v in verdicts.values() if v.get("margin_kept") is not None]
+    best = max((p["synthetic"]["test_accuracy_mean"] for p in pooled.values() if "synthetic" in p), default=None)
+    gauss = max((p["zeroshot"]["test_accuracy_mean"] for p in pooled.values()), default=None)
+    out: dict[str, Any] = {
+        f"synthetic_keeps_{KEPT:.0%}_of_real_minus_noise": all(k >= KEPT for k in kept) if kept else None,
+        f"best_synthetic_beats_zeroshot_gaussian_by_{100 * ZS_LEAD:.1f}": (
+            None if best is None or gauss is None else best - gauss >= ZS_LEAD),
+    }
+    ts, tr = ((ranking or {}).get(f"tau_scratch_vs_{n}_supernet") for n in ("synthetic", "real"))
+    out[f"tau_synthetic_vs_truth_ge_real_minus_{TAU_SLACK}"] = None if ts is None or tr is None else ts >= tr - TAU_SLACK
+    return out
 
 
 def _verdict(by: dict[str, dict[str, Any]], random_mean: float | None) -> dict[str, Any]:
@@ -109,6 +134,9 @@ def _verdict(by: dict[str, dict[str, Any]], random_mean: float | None) -> dict[s
         if other in by:
             v[f"clearly_better_than_{other}"] = clearly_better(syn, by[other])
             v[f"synthetic_minus_{other}"] = ms - _ms(by[other])[0]
+    if "noise" in by:  # where data matters (real ahead of noise by MARGIN), the share synthetic keeps
+        gap = mr - _ms(by["noise"])[0]
+        v["margin_kept"] = (ms - _ms(by["noise"])[0]) / gap if gap >= MARGIN else None
     z = by["zeroshot"]
     v["clearly_better_than_zeroshot"] = clearly_better(syn, z)
     v["synthetic_minus_zeroshot"] = ms - _ms(z)[0]

@@ -53,6 +53,13 @@ def random_affine(x: torch.Tensor, scale: float, degrees: float, generator: torc
     return _warp(x, theta.to(x), "bilinear")
 
 
+def color_shift(x: torch.Tensor, c: float, generator: torch.Generator) -> torch.Tensor:
+    """Per image and channel, scale by exp(U(-c, c)) and shift by U(-c, c) ([0, 1] pixels)."""
+    n, ch = x.shape[:2]
+    u = torch.rand(2, n, ch, 1, 1, generator=generator).to(x) * 2 - 1
+    return x * torch.exp(u[0] * c) + u[1] * c
+
+
 def _warp(x: torch.Tensor, theta: torch.Tensor, mode: str) -> torch.Tensor:
     """Resample each image through its (2, 3) affine map; zero fill outside."""
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)

@@ -48,6 +48,9 @@ class SynthConfig:
     # cluttered, harder tasks (docs/method.md, the defaults)
     affine_scale: float = 0.0
     affine_rotate: float = 0.0
+    # Each view's channels scaled by exp(U(-c, c)) and shifted by U(-c, c) per image (Plug-In
+    # Inversion's colour shift: class evidence that survives colour changes); 0 = off
+    color_shift: float = 0.0
     regional: bool = True  # regional update: a random box per image each step
     # Regional update as released (256 px canvas, a random 224 px window, no resize): the canvas
     # is 8/7 of the input and the box an input-sized window (docs/method.md, the defaults)
@@ -97,6 +100,7 @@ class SynthConfig:
             (self.label_temperature > 0, "synth.label_temperature must be > 0"),
             (0.0 <= self.affine_scale < 1.0, "synth.affine_scale must be in [0, 1)"),
             (0.0 <= self.affine_rotate <= 180.0, "synth.affine_rotate must be in [0, 180] degrees"),
+            (0.0 <= self.color_shift <= 1.0, "synth.color_shift must be in [0, 1]"),
             (self.jitter_mode in ("auto", "roll", "shift"), "synth.jitter_mode must be 'auto', 'roll' or 'shift'"),
             (self.best_every >= 1, "synth.best_every must be >= 1"),
         ]

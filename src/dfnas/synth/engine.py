@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from dfnas.data.spec import InputSpec
-from dfnas.data.transforms import random_affine, random_translate
+from dfnas.data.transforms import color_shift, random_affine, random_translate
 from dfnas.synth.bn_stats import bn_losses, bn_reference
 from dfnas.synth.config import SynthConfig
 from dfnas.synth.priors import l2_prior, task_loss_per_image, tv_l1, tv_l2
@@ -181,6 +181,8 @@ class Inverter:
             if cfg.l2:
                 terms["l2"] = l2_prior(v - 0.5)  # about mid-grey: the spec's mean may be unknown (raw 0-255)
                 loss = loss + cfg.l2 * terms["l2"]
+            if cfg.color_shift:
+                v = color_shift(v, cfg.color_shift, gen)
             if cfg.jitter and cfg.jitter_mode == "shift":
                 v = random_translate(v, cfg.jitter, gen)
             inp = self.to_input(v)
