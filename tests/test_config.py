@@ -63,3 +63,20 @@ def test_jitter_defaults_follow_the_input_size():
     assert SynthConfig(jitter=6).resolve(32, 32, 3).jitter == 6
     with pytest.raises(DfnasError, match="jitter_mode"):
         SynthConfig(jitter_mode="wrap").validate(10)
+
+
+def test_options_added_later_leave_older_fingerprints_valid_at_their_default() -> None:
+    """A result-changing option added after runs were fingerprinted (synth.color_shift) is left
+    out of fingerprints and job keys at its default, and counts once it is set."""
+    from dfnas.config import LATER_OPTIONS, neutral_dict, result_keys, to_dict
+    from dfnas.synth.config import SynthConfig
+
+    for section, later in LATER_OPTIONS.items():
+        assert section == "synth"
+        cfg = SynthConfig()
+        older = {k: v for k, v in to_dict(cfg).items() if k not in later}  # what an older dfnas saw
+        assert result_keys(to_dict(cfg), section) == result_keys(older, section)
+        assert neutral_dict(cfg, section) == {k: v for k, v in neutral_dict(cfg, section).items() if k not in later}
+        for k in later:
+            assert k in result_keys(to_dict(dataclasses.replace(cfg, **{k: 0.1})), section)
+            assert k in neutral_dict(dataclasses.replace(cfg, **{k: 0.1}), section)
