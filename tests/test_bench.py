@@ -511,3 +511,26 @@ def test_quick_cifar10_bench_scores_cells_by_the_nb201_table(tmp_path: Path) -> 
     assert "tau_noise_vs_real" in rk
     with pytest.raises(DfnasError, match="score"):  # cells of another space cannot be looked up
         build_config({}, overrides=["score=nb201"])
+
+
+def test_a_bench_folder_from_before_a_later_option_resumes(tmp_path: Path) -> None:
+    """A bench folder whose saved config lacks an option added later (or holds it at its
+    default) is the same bench; the option set otherwise is a changed config."""
+    from dfnas.bench.protocol import _claim_folder
+    from dfnas.config import LATER_OPTIONS
+
+    cfg = build_config({})
+    _claim_folder(tmp_path, cfg, force=False)
+    marker = next(p for p in tmp_path.iterdir() if p.name.startswith(".dfnas"))
+    rec = json.loads(marker.read_text())
+    for k, default in LATER_OPTIONS["synth"].items():
+        rec["identity"]["config"]["synth"].pop(k, None)  # an older dfnas's folder
+        marker.write_text(json.dumps(rec))
+        _claim_folder(tmp_path, cfg, force=False)
+        rec["identity"]["config"]["synth"][k] = default  # saved at its default
+        marker.write_text(json.dumps(rec))
+        _claim_folder(tmp_path, cfg, force=False)
+        rec["identity"]["config"]["synth"][k] = 0.3
+        marker.write_text(json.dumps(rec))
+        with pytest.raises(DfnasError, match="synth"):
+            _claim_folder(tmp_path, cfg, force=False)

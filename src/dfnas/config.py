@@ -159,14 +159,15 @@ def check_devices(obj: Any, prefix: str = "") -> None:
 LATER_OPTIONS: dict[str, dict[str, Any]] = {"synth": {"color_shift": 0.0}}
 
 
-def _without_later_defaults(d: dict[str, Any], section: str) -> dict[str, Any]:
+def drop_later_defaults(d: dict[str, Any], section: str) -> dict[str, Any]:
+    """`d` (a section's dict) without the LATER_OPTIONS at their default."""
     later = LATER_OPTIONS.get(section, {})
     return {k: v for k, v in d.items() if not (k in later and v == later[k])}
 
 
 def result_keys(d: dict[str, Any], section: str) -> dict[str, Any]:
     """`d` (a section's `to_dict`) without its execution settings (nor later options at their default)."""
-    return _without_later_defaults({k: v for k, v in d.items() if k not in EXECUTION_KEYS.get(section, ())}, section)
+    return drop_later_defaults({k: v for k, v in d.items() if k not in EXECUTION_KEYS.get(section, ())}, section)
 
 
 # execution settings added after folders were fingerprinted without them: left out entirely
@@ -178,7 +179,7 @@ def neutral_dict(obj: Any, section: str) -> dict[str, Any]:
     whatever they are, and the same as in folders made before they were set."""
     fields = {f.name: f for f in dataclasses.fields(obj)}
     d = {**to_dict(obj), **{k: fields[k].default for k in EXECUTION_KEYS.get(section, ()) if k in fields}}
-    return _without_later_defaults({k: v for k, v in d.items() if k not in _LATER_EXECUTION_KEYS}, section)
+    return drop_later_defaults({k: v for k, v in d.items() if k not in _LATER_EXECUTION_KEYS}, section)
 
 
 def to_dict(obj: Any) -> Any:

@@ -166,7 +166,7 @@ QUICK: dict[str, Any] = {
 # settings that change how fast the bench runs, not what it measures
 _EXECUTION_KEYS = ("threads", "out", "device")
 # the bench's sections with a device, and what their execution settings are called in EXECUTION_KEYS
-_SECTIONS = {"synth": "synth", **{SECTION[a]: "search" for a in ALGOS}, "final": "train"}
+SECTIONS = {"synth": "synth", **{SECTION[a]: "search" for a in ALGOS}, "final": "train"}
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -194,7 +194,7 @@ def build_config(data: dict[str, Any] | None = None, quick: bool = False, overri
     merged = _merge(merged, over)
     cfg = from_dict(BenchConfig, merged)
     if cfg.device is not None:  # the saved config shows where each stage ran
-        for name in _SECTIONS:
+        for name in SECTIONS:
             getattr(cfg, name).device = cfg.device
     validate(cfg)
     return cfg
@@ -258,4 +258,4 @@ def validate(cfg: BenchConfig) -> None:
 def measured_part(cfg: BenchConfig) -> dict[str, Any]:
     """What the results depend on: not threads, folder or device (a bench resumes on another)."""
     d = {k: v for k, v in to_dict(cfg).items() if k not in _EXECUTION_KEYS}
-    return {**d, **{k: neutral_dict(getattr(cfg, k), sec) for k, sec in _SECTIONS.items()}}
+    return {**d, **{k: neutral_dict(getattr(cfg, k), sec) for k, sec in SECTIONS.items()}}

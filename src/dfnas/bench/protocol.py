@@ -44,10 +44,18 @@ import torch
 
 from dfnas import __version__
 from dfnas.bench import jobs
-from dfnas.bench.config import BenchConfig, _merge, draw_read, draw_suffix, measured_part, validate
+from dfnas.bench.config import (
+    SECTIONS,
+    BenchConfig,
+    _merge,
+    draw_read,
+    draw_suffix,
+    measured_part,
+    validate,
+)
 from dfnas.bench.config import repeat_suffix as _rep
 from dfnas.bench.verdicts import add_scratch_taus, summarize
-from dfnas.config import dump_yaml, neutral_dict, to_dict
+from dfnas.config import drop_later_defaults, dump_yaml, neutral_dict, to_dict
 from dfnas.data.sources import Source, load_source
 from dfnas.dist import Group
 from dfnas.io import atomic_write_json, atomic_write_text, derive_seed, torch_threads
@@ -176,6 +184,8 @@ def _claim_folder(out: Path, cfg: BenchConfig, force: bool) -> None:
         # keys an older dfnas did not have yet count at their defaults (new options default to the
         # old behaviour), so an upgrade alone does not lock a folder; the jobs keep their own keys
         old = _merge(measured_part(BenchConfig()), prev.get("config") or {})
+        old = {k: drop_later_defaults(v, SECTIONS[k]) if k in SECTIONS and isinstance(v, dict) else v
+               for k, v in old.items()}  # as measured_part leaves them
         folder.changed(differing_keys(old, measured_part(cfg)), force, what="config")
     identity = {"dfnas": __version__, "config": measured_part(cfg)}
     folder.save(identity)
