@@ -6,6 +6,7 @@ end (outputs, consistency, resume after a kill, refusals).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -534,3 +535,17 @@ def test_a_bench_folder_from_before_a_later_option_resumes(tmp_path: Path) -> No
         marker.write_text(json.dumps(rec))
         with pytest.raises(DfnasError, match="synth"):
             _claim_folder(tmp_path, cfg, force=False)
+
+
+def test_the_cifar10_bench_synthesizes_with_the_product_defaults_for_its_teacher() -> None:
+    """The CIFAR-10 bench measures what `dfnas synth` does on a 32 px RGB teacher: its synth
+    section may size the set, but every other setting resolves as the product's defaults do
+    (the bench's own defaults pin the older MNIST runs' lr 0.25 and roll jitter)."""
+    from dfnas.config import load_yaml
+    from dfnas.synth.config import SynthConfig
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = build_config(load_yaml(root / "configs" / "bench-cifar10.yaml")).synth
+    sized = {"per_class", "rounds", "steps"}
+    product = dataclasses.replace(SynthConfig(), **{k: getattr(cfg, k) for k in sized})
+    assert dataclasses.asdict(cfg.resolve(32, 32, 3)) == dataclasses.asdict(product.resolve(32, 32, 3))
