@@ -97,6 +97,10 @@ CASES = [
     ("search-foreign", ["search", "--data", "mnist", "--out", "{w}/foreign", "--force"], "not a dfnas search"),
     ("search-no-data", ["search", "--algo", "darts", "--out", "{w}/new"], "only --algo zeroshot"),
     ("search-zeroshot-no-shape", ["search", "--algo", "zeroshot", "--out", "{w}/new"], "--spec"),
+    ("search-refine-no-data", ["search", "--algo", "zeroshot", "--spec", "{w}/spec.json", "--out", "{w}/new",
+                               "--set", "zeroshot.refine=2"], "--data"),
+    ("search-refine-too-many", ["search", "--algo", "zeroshot", "--data", "mnist", "--out", "{w}/new",
+                                "--set", "zeroshot.samples=4", "--set", "zeroshot.refine=5"], "zeroshot.refine"),
     ("search-device", ["search", "--data", "mnist", "--out", "{w}/new", "--device", "tpu"], "unknown device"),
     ("search-bad-type", ["search", "--data", "mnist", "--out", "{w}/new", "--set", "epochs=many"], "integer"),
     # train

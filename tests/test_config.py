@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import pytest
@@ -65,18 +66,51 @@ def test_jitter_defaults_follow_the_input_size():
         SynthConfig(jitter_mode="wrap").validate(10)
 
 
+def _later_paths(later: dict, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], object]]:
+    """(path, default) of every option in a LATER_OPTIONS section, nested ones included."""
+    out: list[tuple[tuple[str, ...], object]] = []
+    for k, v in later.items():
+        out += _later_paths(v, (*prefix, k)) if isinstance(v, dict) else [((*prefix, k), v)]
+    return out
+
+
+def _without(d: dict, path: tuple[str, ...]) -> dict:
+    d = copy.deepcopy(d)
+    inner = d
+    for k in path[:-1]:
+        inner = inner[k]
+    del inner[path[-1]]
+    return d
+
+
+def _get(d: dict, path: tuple[str, ...]) -> object:
+    for k in path:
+        d = d[k]
+    return d
+
+
 def test_options_added_later_leave_older_fingerprints_valid_at_their_default() -> None:
-    """A result-changing option added after runs were fingerprinted (synth.color_shift) is left
-    out of fingerprints and job keys at its default, and counts once it is set."""
+    """A result-changing option added after runs were fingerprinted (synth.color_shift,
+    search.zeroshot.refine) is left out of fingerprints and job keys at its default, and
+    counts once it is set."""
     from dfnas.config import LATER_OPTIONS, neutral_dict, result_keys, to_dict
+    from dfnas.strategies.config import SearchConfig
     from dfnas.synth.config import SynthConfig
 
+    made = {"synth": SynthConfig, "search": SearchConfig}
+    assert set(LATER_OPTIONS) <= set(made)
     for section, later in LATER_OPTIONS.items():
-        assert section == "synth"
-        cfg = SynthConfig()
-        older = {k: v for k, v in to_dict(cfg).items() if k not in later}  # what an older dfnas saw
-        assert result_keys(to_dict(cfg), section) == result_keys(older, section)
-        assert neutral_dict(cfg, section) == {k: v for k, v in neutral_dict(cfg, section).items() if k not in later}
-        for k in later:
-            assert k in result_keys(to_dict(dataclasses.replace(cfg, **{k: 0.1})), section)
-            assert k in neutral_dict(dataclasses.replace(cfg, **{k: 0.1}), section)
+        cfg = made[section]()
+        for path, default in _later_paths(later):
+            assert _get(to_dict(cfg), path) == default
+            older = _without(to_dict(cfg), path)  # what an older dfnas saw
+            assert result_keys(to_dict(cfg), section) == result_keys(older, section)
+            changed = copy.deepcopy(cfg)
+            owner = changed
+            for k in path[:-1]:
+                owner = getattr(owner, k)
+            setattr(owner, path[-1], type(default)(default + 1) if not isinstance(default, bool) else not default)
+            with pytest.raises(KeyError):
+                _get(neutral_dict(cfg, section), path)
+            assert _get(result_keys(to_dict(changed), section), path) == _get(to_dict(changed), path)
+            assert _get(neutral_dict(changed, section), path) == _get(to_dict(changed), path)

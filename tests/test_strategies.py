@@ -566,6 +566,29 @@ def test_resume_after_interruption_gives_same_arch(tmp_path, algo: str, crash_at
     assert sum('"event": "start"' in line for line in log) == 2
 
 
+def test_zeroshot_refine_trains_the_proxys_shortlist_and_resumes_inside_it(tmp_path) -> None:
+    """`zeroshot.refine` = k: the k best by the proxy, in proxy order, each trained; the pick is
+    the lowest val loss among them, not the proxy's top; a kill during the training resumes to
+    the same result."""
+    cfg = make_cfg(algo="zeroshot", zeroshot={"samples": 4, "refine": 3, "refine_steps": 3})
+    src = toy_source(synthetic=True)
+
+    def net() -> nn.Module:
+        torch.manual_seed(7)
+        return ToyChain()
+
+    ref = run_search(cfg, src, tmp_path / "ref", progress=False, supernet=net())["search"]
+    proxy_order = sorted(zip(ref["all_scores"], ref["all_archs"], strict=True), key=lambda p: -p[0])[:3]
+    assert [r["arch"] for r in ref["refined"]] == [a for _, a in proxy_order]
+    assert [r["proxy_score"] for r in ref["refined"]] == [sc for sc, _ in proxy_order]
+    losses = [r["val_loss"] for r in ref["refined"]]
+    assert ref["val_loss"] == min(losses) and ref["proxy_rank"] == losses.index(min(losses))
+    assert len(set(losses)) == 3  # trained: each cell its own loss
+    with pytest.raises(Crash):  # steps 1-4 score the proxy, 5-7 train the shortlist
+        run_search(cfg, src, tmp_path / "run", progress=False, supernet=net(), hooks=[CrashAfter(6)])
+    assert run_search(cfg, src, tmp_path / "run", progress=False, supernet=net())["search"] == ref
+
+
 def test_two_path_gate_gradients_match_the_dense_formula() -> None:
     """The memory-saving gate (one path with a graph) gives the same grads as g_a*o_a + g_b*o_b."""
     from dfnas.strategies.proxyless import _TwoPathGate

@@ -156,13 +156,26 @@ def check_devices(obj: Any, prefix: str = "") -> None:
 
 # options that change results, added after folders and job records were fingerprinted without
 # them: left out of every fingerprint while at their default, so what older runs made stays valid
-LATER_OPTIONS: dict[str, dict[str, Any]] = {"synth": {"color_shift": 0.0}}
+LATER_OPTIONS: dict[str, dict[str, Any]] = {
+    "synth": {"color_shift": 0.0},
+    "search": {"zeroshot": {"refine": 0, "refine_steps": 200}},  # nested: a sub-section's options
+}
 
 
 def drop_later_defaults(d: dict[str, Any], section: str) -> dict[str, Any]:
     """`d` (a section's dict) without the LATER_OPTIONS at their default."""
-    later = LATER_OPTIONS.get(section, {})
-    return {k: v for k, v in d.items() if not (k in later and v == later[k])}
+    return _drop_defaults(d, LATER_OPTIONS.get(section, {}))
+
+
+def _drop_defaults(d: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if k in later and isinstance(later[k], dict) and isinstance(v, dict):
+            v = _drop_defaults(v, later[k])
+        elif k in later and v == later[k]:
+            continue
+        out[k] = v
+    return out
 
 
 def result_keys(d: dict[str, Any], section: str) -> dict[str, Any]:

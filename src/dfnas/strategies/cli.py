@@ -62,6 +62,8 @@ def _noise_only(cfg: SearchConfig, args: argparse.Namespace) -> Source:
     if args.spec is None or args.teacher is not None:
         raise DfnasError("--algo zeroshot without --data needs the input's shape and classes: pass --spec SPEC.json "
                          "(no --teacher: zero-shot uses no labels)")
+    if cfg.zeroshot.refine:
+        raise DfnasError("zeroshot.refine trains the shortlist on data: pass --data, or set zeroshot.refine=0")
     cfg.zeroshot.input = "gaussian"
     return blank_source(InputSpec.load(args.spec), 2 * cfg.zeroshot.batch_size)
 

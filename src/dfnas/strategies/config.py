@@ -94,6 +94,11 @@ class ZeroShotSearchConfig:
     # N(0, 1) noise of the input's shape (`dfnas search` without --data uses noise)
     input: Literal["data", "gaussian"] = "data"
     batch_size: int = 64
+    # shortlist-then-refine: the `refine` best by the proxy are each trained from scratch for
+    # `refine_steps` SGD steps on the train split and the lowest loss on the whole val split
+    # wins; 0 = the proxy's pick alone
+    refine: int = 0
+    refine_steps: int = 200
 
 
 @dataclasses.dataclass

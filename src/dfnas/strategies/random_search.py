@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import random
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -59,42 +60,61 @@ class RandomStrategy(Strategy):
         """Set-up before the first candidate is scored (after a resume too)."""
 
     def score(self, supernet: nn.Module, ctx: SearchContext, arch: Arch, i: int) -> dict[str, float]:
-        rc, cfg = self.cfg.random, self.cfg
+        rc = self.cfg.random
+        return self.train_and_score(supernet, ctx, arch, f"random-{i}", rc.train_steps, rc.val_batches)
+
+    def train_and_score(self, supernet: nn.Module, ctx: SearchContext, arch: Arch, stream: str, steps: int,
+                        val_batches: int) -> dict[str, float]:
+        """`arch` cut out of `supernet`, trained from scratch `steps` SGD steps (cosine) on the
+        train split, then evaluated on `val_batches` of the val split (0 = all)."""
+        cfg = self.cfg
         net = copy.deepcopy(supernet)
         apply_arch(net, arch)
         net = fix(net, arch).to(ctx.device).train()
         opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        stream = ctx.data.cycle("train", f"random-{i}")
+        batches = ctx.data.cycle("train", stream)
         loss = torch.zeros(())
-        for step in range(rc.train_steps):
+        for step in range(steps):
             for gr in opt.param_groups:
-                gr["lr"] = cosine(step, rc.train_steps, cfg.lr, cfg.lr_min)
-            x, t = next(stream)
+                gr["lr"] = cosine(step, steps, cfg.lr, cfg.lr_min)
+            x, t = next(batches)
             loss = target_loss(net(x), t, cfg.kd_temperature)
             optimizer_step(opt, loss, net, cfg.grad_clip)
-        res = evaluate(net, ctx.data.batches("val", "score", train_aug=False, limit=rc.val_batches),
+        res = evaluate(net, ctx.data.batches("val", "score", train_aug=False, limit=val_batches),
                        cfg.kd_temperature)
         return {"val_acc": res["acc"], "val_loss": res["loss"], "train_loss": loss.item()}
+
+    def score_all(self, model: nn.Module, ctx: SearchContext, archs: list[Arch], done: list[dict],
+                  score: Callable[[nn.Module, SearchContext, Arch, int], dict[str, float]],
+                  rank: Callable[[dict], float], save: Callable[[list[dict]], dict], desc: str) -> list[dict]:
+        """Score `archs` after the `done` ones in rounds of one candidate per process (candidate i
+        on rank i % N), a checkpoint (`save(results)`) per round."""
+        results = list(done)
+        bar = ctx.bar(len(archs), desc)
+        bar.update(len(results))
+        group = ctx.group
+        for first in range(len(results), len(archs), group.world_size):
+            todo = list(range(first, min(first + group.world_size, len(archs))))
+            for i, r in zip(todo, group.map(lambda i: score(model, ctx, archs[i], i), todo), strict=True):
+                results.append({"arch": arch_key(archs[i]), **r})
+                bar.update(1)
+                bar.set_postfix(score=f"{rank(r):.3f}", best=f"{max(rank(x) for x in results):.3f}")
+                ctx.step_end(r)
+                ctx.save_checkpoint(save(results))
+                ctx.epoch_end(i, r)
+        bar.close()
+        return results
 
     def search(self, model: nn.Module, ctx: SearchContext) -> SearchResult:
         model.to(ctx.device)
         archs = self.draw(model, ctx)
         self.prepare(model, ctx)
         st = ctx.load_checkpoint()
-        results: list[dict] = st["results"] if st is not None else []
-        bar = ctx.bar(len(archs), f"{self.name} search")
-        bar.update(len(results))
-        group = ctx.group
-        # rounds of one candidate per process (candidate i on rank i % N); a checkpoint per round
-        for first in range(len(results), len(archs), group.world_size):
-            todo = list(range(first, min(first + group.world_size, len(archs))))
-            for i, r in zip(todo, group.map(lambda i: self.score(model, ctx, archs[i], i), todo), strict=True):
-                results.append({"arch": arch_key(archs[i]), **r})
-                bar.update(1)
-                bar.set_postfix(score=f"{self.rank(r):.3f}", best=f"{max(self.rank(x) for x in results):.3f}")
-                ctx.step_end(r)
-                ctx.save_checkpoint({"algo": self.name, "results": results})
-                ctx.epoch_end(i, r)
-        bar.close()
+        results = self.score_all(model, ctx, archs, st["results"] if st is not None else [], self.score, self.rank,
+                                 lambda rs: {"algo": self.name, "results": rs}, f"{self.name} search")
+        return self.finish(model, ctx, results, st)
+
+    def finish(self, model: nn.Module, ctx: SearchContext, results: list[dict], st: dict | None) -> SearchResult:
+        """The pick from every candidate's result (zero-shot refines a shortlist here)."""
         best = max(results, key=self.rank)  # the first of equal scores: draw order
         return SearchResult(json.loads(best["arch"]), self.summary(best, results))

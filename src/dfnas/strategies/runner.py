@@ -70,6 +70,11 @@ def check_config(cfg: SearchConfig) -> None:
         raise DfnasError("spos.population, spos.topk and random.samples must be >= 1")
     if cfg.zeroshot.samples < 1 or cfg.zeroshot.batch_size < 2:
         raise DfnasError("zeroshot.samples must be >= 1 and zeroshot.batch_size >= 2 (a proxy compares samples)")
+    if not 0 <= cfg.zeroshot.refine <= cfg.zeroshot.samples:
+        raise DfnasError(f"zeroshot.refine must be in [0, zeroshot.samples={cfg.zeroshot.samples}] "
+                         "(how many of the proxy's best to train); 0 keeps the proxy's pick")
+    if cfg.zeroshot.refine and cfg.zeroshot.refine_steps < 1:
+        raise DfnasError("zeroshot.refine trains each shortlisted cell zeroshot.refine_steps steps; set it >= 1")
     check_device(cfg.device)
 
 

@@ -45,6 +45,7 @@ from dfnas.spaces.arch import build_network, make_record
 from dfnas.spaces.base import Arch, arch_valid, fix, sample_distinct, search_space_of
 from dfnas.spaces.profile import build_cost_tables
 from dfnas.strategies import register_strategy
+from dfnas.strategies.base import SearchResult
 from dfnas.strategies.context import SearchContext
 from dfnas.strategies.random_search import RandomStrategy
 
@@ -345,6 +346,8 @@ class ZeroShotStrategy(RandomStrategy):
     uniformly (under `spos.flops_limit`), each cut out of the supernet at its seeded initial
     weights and scored by `zeroshot.proxy` on one batch: the search data's (real or synthetic,
     un-augmented val split) or N(0, 1) noise. No weight is trained; the highest score wins.
+    With `zeroshot.refine` = k > 0 (shortlist-then-refine), the k best by the proxy are then
+    each trained `zeroshot.refine_steps` steps on the data and the lowest val loss wins.
     Candidates spread over torchrun processes as in random search."""
 
     name = "zeroshot"
@@ -381,3 +384,26 @@ class ZeroShotStrategy(RandomStrategy):
         return {"score": best["score"], "proxy": zc.proxy, "input": zc.input, "batch": len(self.x),
                 "samples": len(results), "all_scores": [r["score"] for r in results],
                 "all_archs": [json.loads(r["arch"]) for r in results]}
+
+    def finish(self, model: nn.Module, ctx: SearchContext, results: list[dict], st: dict | None) -> SearchResult:
+        """With `zeroshot.refine` = k, train the proxy's k best briefly on the data and keep the
+        one with the lowest val loss: the proxy ranks the whole space at no cost, and the
+        training, too costly for every cell, reads the whole data where the proxy sees one batch."""
+        zc = self.cfg.zeroshot
+        if zc.refine == 0:
+            return super().finish(model, ctx, results, st)
+        by_proxy = sorted(results, key=self.rank, reverse=True)[:zc.refine]  # stable: ties keep draw order
+        trained = self.score_all(
+            model, ctx, [json.loads(r["arch"]) for r in by_proxy], (st or {}).get("refined", []),
+            lambda m, c, a, i: self.train_and_score(m, c, a, f"refine-{i}", zc.refine_steps, 0),
+            _refine_rank, lambda rs: {"algo": self.name, "results": results, "refined": rs}, "zero-shot refine")
+        i = max(range(len(trained)), key=lambda j: _refine_rank(trained[j]))  # the first of equals
+        return SearchResult(json.loads(by_proxy[i]["arch"]), {
+            **self.summary(by_proxy[i], results), "refine": zc.refine, "refine_steps": zc.refine_steps,
+            "val_loss": trained[i]["val_loss"], "val_acc": trained[i]["val_acc"], "proxy_rank": i,
+            "refined": [{"arch": json.loads(t["arch"]), "proxy_score": p["score"], "val_loss": t["val_loss"],
+                         "val_acc": t["val_acc"]} for p, t in zip(by_proxy, trained, strict=True)]})
+
+
+def _refine_rank(r: dict) -> float:
+    return -r["val_loss"]
