@@ -301,6 +301,23 @@ def test_killed_bench_resumes_to_the_same_results(bench: tuple[Path, dict], tmp_
     assert res["ranking"]["scores"] == full["ranking"]["scores"]
 
 
+def test_a_job_folder_left_by_other_inputs_is_redone_without_force(bench: tuple[Path, dict], tmp_path: Path) -> None:
+    """A job killed before its record, then rerun after its inputs changed (a remade synthetic
+    set), finds its folder holding work of the old inputs: the bench's own folder, so the job
+    starts over there, not refuses the rerun."""
+    src, full = bench
+    out = tmp_path / "copy"
+    shutil.copytree(src, out)
+    (out / "jobs" / "search-darts-real.json").unlink()  # killed before the record
+    marker = out / "search" / "darts-real" / ".dfnas.json"
+    rec = json.loads(marker.read_text())
+    rec["identity"]["data"] = {"source": "an older set"}
+    marker.write_text(json.dumps(rec))
+    res = run_bench(quick(), out, progress=False, command="pytest rerun")
+    assert untimed(res["searches"]) == untimed(full["searches"])
+    assert json.loads(marker.read_text())["identity"]["data"] != {"source": "an older set"}
+
+
 def test_shipped_bench_config_is_the_default_and_quick_wins_over_it() -> None:
     from dfnas.config import load_yaml
 
