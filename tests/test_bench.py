@@ -381,6 +381,27 @@ def test_ranking_supernet_learns_from_the_online_teacher_when_asked() -> None:
     assert (online.data.loss_kind, stored.data.loss_kind) == ("kd-online", "kd-stored")
 
 
+def test_ranking_check_resumes_after_its_last_trained_supernet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed while training its second supernet, the ranking check trains only that one
+    again (the first loads from its cache) and gives the uninterrupted run's scores."""
+    from dfnas.bench.ranking import ranking_check
+    from dfnas.strategies.spos import SposStrategy
+
+    t = load_teacher("mnist-cnn")
+    real, syn = noise_source(t, 3, seed=0), noise_source(t, 3, seed=1)
+    cfg = quick().search_config("spos")
+    steps = []
+    step = SposStrategy.train_step
+    monkeypatch.setattr(SposStrategy, "train_step", lambda self, *a: (steps.append(1), step(self, *a))[1])
+    full = ranking_check(real, syn, cfg, 4, 3, 1, cache=tmp_path / "c")
+    assert len(steps) == 2 * 3 and {p.name for p in (tmp_path / "c").iterdir()} == {"real.pt", "synthetic.pt"}
+    (tmp_path / "c" / "synthetic.pt").unlink()  # killed while training it
+    steps.clear()
+    again = ranking_check(real, syn, cfg, 4, 3, 1, cache=tmp_path / "c")
+    assert len(steps) == 3
+    assert again["scores"] == full["scores"] and again["train_seconds"]["real"] == full["train_seconds"]["real"]
+
+
 def test_search_repeats_are_pooled_in_the_verdicts(tmp_path: Path) -> None:
     """Two searches per (algo, data): both trained, both in the verdict, both in the report."""
     out = tmp_path / "rep"

@@ -11,6 +11,8 @@ they describe.
 from __future__ import annotations
 
 import dataclasses
+import shutil
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -166,8 +168,10 @@ def final_job(b: Bench, name: str, arch: dict[str, Any]) -> dict[str, Any]:
             "train_seconds": m["wall_seconds"]}
 
 
-def ranking_job(b: Bench, algo: str, first: list[dict[str, Any]]) -> dict[str, Any]:
-    """Kendall tau of supernets trained on synthetic vs real data, ranking `first` and more."""
+def ranking_job(b: Bench, algo: str, first: list[dict[str, Any]], cache: Path) -> dict[str, Any]:
+    """Kendall tau of supernets trained on synthetic vs real data, ranking `first` and more.
+    Each trained supernet is kept in `cache` (a folder named by the job's key, so a kill
+    resumes after the last one and other inputs never load them); older keys' folders go."""
     from dfnas.bench.ranking import ranking_check
     from dfnas.teachers.online import OnlineTeacher
 
@@ -176,9 +180,13 @@ def ranking_job(b: Bench, algo: str, first: list[dict[str, Any]]) -> dict[str, A
     s = dataclasses.replace(s, spos=dataclasses.replace(s.spos, bn_batches=r.bn_batches, val_batches=r.val_batches,
                                                         score=r.score))
     online = OnlineTeacher(b.teacher, b.source("synthetic").spec) if b.cfg.search_online_teacher else None
+    if cache.parent.is_dir():
+        for old in cache.parent.iterdir():
+            if old != cache and old.is_dir():
+                shutil.rmtree(old)
     res = ranking_check(b.source("real"), b.source("synthetic"), s, r.archs, r.steps, r.epochs,
                         first=[a["choices"] for a in first], teacher=online, reseeded=r.reseeded,
-                        others={"noise": b.source("noise")} if r.noise else None)
+                        others={"noise": b.source("noise")} if r.noise else None, cache=cache)
     return {**finite_taus(res), "other_score": finite_taus(res["other_score"]), "algo": algo}
 
 

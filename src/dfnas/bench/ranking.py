@@ -15,13 +15,14 @@ import dataclasses
 import random
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from scipy.stats import kendalltau
 
 from dfnas.data.sources import Source
-from dfnas.io import derive_seed
+from dfnas.io import atomic_save, derive_seed
 from dfnas.spaces import to_memory_format
 from dfnas.spaces.base import Arch
 from dfnas.spaces.base import sample_distinct as _sample_distinct
@@ -51,8 +52,14 @@ class Supernet:
         self.strategy = SposStrategy(self.cfg)
         self.trained: dict[str, torch.Tensor] = {}
 
-    def train(self, steps: int, epochs: int) -> float:
-        """`steps` single-path SGD steps in `epochs` cosine epochs; returns seconds."""
+    def train(self, steps: int, epochs: int, cache: Path | None = None) -> float:
+        """`steps` single-path SGD steps in `epochs` cosine epochs; returns seconds. With `cache`
+        (a file), the trained weights are saved there, and a later call loads them instead:
+        the ranking check of a killed bench resumes after its last trained supernet."""
+        if cache is not None and cache.is_file():
+            state = torch.load(cache, map_location=self.cfg.device, weights_only=True)
+            self.trained = state["trained"]
+            return float(state["seconds"])
         t0 = time.perf_counter()
         self.model.train()
         self.strategy.setup(self.model, self.ctx)
@@ -65,7 +72,11 @@ class Supernet:
                 self.strategy.train_step(self.model, x, t, rng)
             self.strategy.sched.step()
         self.trained = {k: v.clone() for k, v in self.model.state_dict().items()}
-        return time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            atomic_save(cache, lambda tmp: torch.save({"trained": self.trained, "seconds": seconds}, tmp))
+        return seconds
 
     def measure(self, arch: Arch, val: SearchData | None = None) -> dict[str, float]:
         """Loss and top-1 after BN recalibration on this supernet's own train batches, as SPOS
@@ -82,7 +93,8 @@ def sample_distinct(model: torch.nn.Module, n: int, seed: int, first: Sequence[A
 
 def ranking_check(real: Source, synthetic: Source, cfg: SearchConfig, archs_n: int, steps: int, epochs: int,
                   first: Sequence[Arch] = (), teacher: torch.nn.Module | None = None,
-                  reseeded: bool = False, others: dict[str, Source] | None = None) -> dict[str, Any]:
+                  reseeded: bool = False, others: dict[str, Source] | None = None,
+                  cache: Path | None = None) -> dict[str, Any]:
     """Train both supernets, score the same architectures with each; taus and raw scores.
 
     `teacher` (an OnlineTeacher): the synthetic supernet learns from the teacher's logits on
@@ -92,13 +104,16 @@ def ranking_check(real: Source, synthetic: Source, cfg: SearchConfig, archs_n: i
     ceiling for synthetic vs real. Synthetic vs reseeded real differs in data *and* seed, as the
     ceiling differs in seed: the synthetic and real supernets share initial weights and paths,
     which on their own make rankings agree (measured: same seed 0.61, other seed -0.11).
-    `others`: more supernets by name (teacher-labelled noise, say), on the synthetic one's footing."""
+    `others`: more supernets by name (teacher-labelled noise, say), on the synthetic one's footing.
+    `cache`: a folder for each trained supernet (NAME.pt), loaded instead of retrained; it must
+    be this call's own (its inputs only), as the bench's keyed folder is."""
     nets = {"real": Supernet(real, cfg), "synthetic": Supernet(synthetic, cfg, teacher)}
     for name, src in (others or {}).items():
         nets[name] = Supernet(src, cfg, teacher)
     if reseeded:
         nets["real_reseeded"] = Supernet(real, dataclasses.replace(cfg, seed=derive_seed(cfg.seed, "reseeded")))
-    seconds = {k: round(n.train(steps, epochs), 1) for k, n in nets.items()}
+    seconds = {k: round(n.train(steps, epochs, None if cache is None else cache / f"{k}.pt"), 1)
+               for k, n in nets.items()}
     archs = sample_distinct(nets["real"].model, archs_n, cfg.seed, first)
     t0 = time.perf_counter()
     measured = {k: [n.measure(a) for a in archs] for k, n in nets.items()}
