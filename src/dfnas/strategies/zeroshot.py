@@ -1,9 +1,8 @@
-"""Training-free ("zero-shot") NAS: rank architectures by a proxy score on random input.
+"""Training-free ("zero-shot") NAS: rank architectures by a proxy score at initialization.
 
-No data and no training: every candidate network is built with fixed seeded weights, fed a
-batch of Gaussian noise, and scored by a proxy that is known to correlate with trained
-accuracy. This is the cheapest possible baseline for a data-free search, and the one the
-other strategies should beat.
+Every candidate is built with fixed seeded weights and scored by a proxy known to correlate
+with trained accuracy, on a batch of Gaussian noise (no data at all: the cheapest data-free
+baseline, the one the other strategies should beat) or of the search data (`--algo zeroshot`).
 
 Proxies (implemented from the papers' definitions):
 
@@ -17,8 +16,7 @@ Proxies (implemented from the papers' definitions):
 Both run with BatchNorm on batch statistics (train mode, as in the papers) under
 ``torch.no_grad()``; the model's modes and BN running statistics are restored afterwards.
 
-    res = zero_shot_search("nb201", {"channels": 8}, proxy="naswot", samples=100,
-                           max_flops=5_000_000)
+    res = zero_shot_search("nb201", {"channels": 8}, proxy="naswot", samples=100, max_flops=5_000_000)
     res["arch"], res["score"], res["flops"]
 """
 
@@ -344,11 +342,9 @@ def zero_shot_search(space: str, space_cfg: dict[str, Any], *, proxy: str = "nas
 class ZeroShotStrategy(RandomStrategy):
     """`dfnas search --algo zeroshot`: `zeroshot.samples` distinct valid architectures drawn
     uniformly (under `spos.flops_limit`), each cut out of the supernet at its seeded initial
-    weights and scored by `zeroshot.proxy` on one batch: the search data's (real or synthetic,
-    un-augmented val split) or N(0, 1) noise. No weight is trained; the highest score wins.
-    With `zeroshot.refine` = k > 0 (shortlist-then-refine), the k best by the proxy are then
-    each trained `zeroshot.refine_steps` steps on the data and the lowest val loss wins.
-    Candidates spread over torchrun processes as in random search."""
+    weights and scored by `zeroshot.proxy` on one batch: the search data's (un-augmented val
+    split) or N(0, 1) noise. The best score wins, or with `zeroshot.refine` the best of its top
+    k once trained (`finish`). Candidates spread over torchrun processes as in random search."""
 
     name = "zeroshot"
 
@@ -386,24 +382,19 @@ class ZeroShotStrategy(RandomStrategy):
                 "all_archs": [json.loads(r["arch"]) for r in results]}
 
     def finish(self, model: nn.Module, ctx: SearchContext, results: list[dict], st: dict | None) -> SearchResult:
-        """With `zeroshot.refine` = k, train the proxy's k best briefly on the data and keep the
-        one with the lowest val loss: the proxy ranks the whole space at no cost, and the
-        training, too costly for every cell, reads the whole data where the proxy sees one batch."""
+        """`zeroshot.refine` = k: the proxy ranks the whole space at no cost; its k best are then
+        trained briefly on the data (all of it, where the proxy sees a batch), lowest val loss wins."""
         zc = self.cfg.zeroshot
         if zc.refine == 0:
             return super().finish(model, ctx, results, st)
         by_proxy = sorted(results, key=self.rank, reverse=True)[:zc.refine]  # stable: ties keep draw order
-        trained = self.score_all(
-            model, ctx, [json.loads(r["arch"]) for r in by_proxy], (st or {}).get("refined", []),
-            lambda m, c, a, i: self.train_and_score(m, c, a, f"refine-{i}", zc.refine_steps, 0),
-            _refine_rank, lambda rs: {"algo": self.name, "results": results, "refined": rs}, "zero-shot refine")
-        i = max(range(len(trained)), key=lambda j: _refine_rank(trained[j]))  # the first of equals
+        trained = self.score_all(model, ctx, [json.loads(r["arch"]) for r in by_proxy], (st or {}).get("refined", []),
+                                 lambda m, c, a, i: self.train_and_score(m, c, a, f"refine-{i}", zc.refine_steps, 0),
+                                 lambda r: -r["val_loss"], lambda rs: {"algo": self.name, "results": results,
+                                                                      "refined": rs}, "zero-shot refine")
+        i = min(range(len(trained)), key=lambda j: trained[j]["val_loss"])  # the first of equals
         return SearchResult(json.loads(by_proxy[i]["arch"]), {
             **self.summary(by_proxy[i], results), "refine": zc.refine, "refine_steps": zc.refine_steps,
             "val_loss": trained[i]["val_loss"], "val_acc": trained[i]["val_acc"], "proxy_rank": i,
             "refined": [{"arch": json.loads(t["arch"]), "proxy_score": p["score"], "val_loss": t["val_loss"],
                          "val_acc": t["val_acc"]} for p, t in zip(by_proxy, trained, strict=True)]})
-
-
-def _refine_rank(r: dict) -> float:
-    return -r["val_loss"]
