@@ -73,7 +73,6 @@ class Bench:
     cfg: BenchConfig
     out: Path
     progress: bool = True
-    force: bool = False
     teacher: Any = None
     plan: dict[str, int] = dataclasses.field(default_factory=dict)  # jobs per kind (planned_jobs)
     group: Group = dataclasses.field(default_factory=Group)  # the workers of a torchrun launch
@@ -216,7 +215,7 @@ def run_bench(cfg: BenchConfig, out: str | Path | None = None, force: bool = Fal
             _claim_folder(out, cfg, force)
             JobStore(out / "jobs").clear_claims()
         group.barrier()
-        b = Bench(cfg, out, progress, force, teacher=teacher, plan=planned_jobs(cfg), group=group)
+        b = Bench(cfg, out, progress, teacher=teacher, plan=planned_jobs(cfg), group=group)
         results = _run_jobs(b)
         if not group.is_main:
             return results
