@@ -318,6 +318,24 @@ def test_a_job_folder_left_by_other_inputs_is_redone_without_force(bench: tuple[
     assert json.loads(marker.read_text())["identity"]["data"] != {"source": "an older set"}
 
 
+def test_a_killed_job_of_the_same_inputs_resumes_inside_its_folder(bench: tuple[Path, dict], tmp_path: Path) -> None:
+    """A synthesis and a search killed before their records keep their folders' work: the rerun
+    resumes inside them (their own checkpoints and shards), it does not start them over."""
+    src, full = bench
+    out = tmp_path / "copy"
+    shutil.copytree(src, out)
+    for name in ("data-synthetic", "search-darts-real"):
+        rec = out / "jobs" / f"{name}.json"
+        (out / "jobs" / f".{name}.started").write_text(json.loads(rec.read_text())["key"])  # killed mid-job
+        rec.unlink()
+    work = [next((out / "data" / "synthetic" / "shards").rglob("*.safetensors")), out / "search" / "darts-real" / "checkpoint.pt"]
+    before = [f.stat().st_mtime_ns for f in work]
+    res = run_bench(quick(), out, progress=False, command="pytest rerun")
+    assert untimed(res["searches"]) == untimed(full["searches"])
+    assert [f.stat().st_mtime_ns for f in work] == before  # done work read back, not redone
+    assert not list((out / "jobs").glob(".*.started"))
+
+
 def test_shipped_bench_config_is_the_default_and_quick_wins_over_it() -> None:
     from dfnas.config import load_yaml
 

@@ -29,10 +29,6 @@ from dfnas.strategies.config import SearchConfig
 if TYPE_CHECKING:
     from dfnas.bench.protocol import Bench
 
-# a job's folder is the bench's own: one left by other inputs (a job killed before its record,
-# rerun after its inputs changed) starts over; one of the same inputs resumes; a foreign one is
-# still refused by the folder guard
-OWN_FOLDER = True
 STRATEGY_SECTIONS = ("darts", "gdas", "drnas", "proxyless", "spos", "random")
 # sections an algorithm reads besides its own: random and zeroshot read spos.flops_limit, GDAS and DrNAS the
 # alphas' optimizer of darts
@@ -68,8 +64,7 @@ def data_job(b: Bench, name: str, draw: int = 0) -> dict[str, Any]:
 
     cfg = b.cfg.synth if name == "synthetic" else plain_config(b.cfg.synth)
     cfg = dataclasses.replace(cfg, seed=synthesis_seed(b.cfg.seed, cfg.seed + draw, name))
-    rep = synthesize(b.teacher, cfg, b.out / "data" / (name + draw_suffix(draw)), progress=b.progress,
-                     force=OWN_FOLDER)
+    rep = synthesize(b.teacher, cfg, b.out / "data" / (name + draw_suffix(draw)), progress=b.progress)
     return {"report": rep, "config": to_dict(cfg)}
 
 
@@ -97,7 +92,7 @@ def search_job(b: Bench, algo: str, source: str, repeat: int) -> dict[str, Any]:
     name = f"{algo}-{source}{_rep(repeat)}"
     cfg = b.cfg.search_config(algo, repeat)
     data = b.source(source, draw_read(b.cfg, source, repeat))
-    rec = run_search(cfg, data, b.out / "search" / name, progress=b.progress, teacher=teacher, force=OWN_FOLDER)
+    rec = run_search(cfg, data, b.out / "search" / name, progress=b.progress, teacher=teacher)
     return {"algo": algo, "source": source, "repeat": repeat, "search_seed": cfg.seed, "space": rec["space"],
             "space_cfg": rec["space_cfg"], "choices": rec["choices"], "flops": rec.get("flops"), "params": rec.get("params"),
             "search_seconds": rec.get("search_seconds", rec.get("search_seconds_last_run")), "search_loss": rec.get("search_loss"),
@@ -159,7 +154,7 @@ def final_job(b: Bench, name: str, arch: dict[str, Any]) -> dict[str, Any]:
 
     rec = make_record(arch["space"], space_class(arch["space"]).version, arch["space_cfg"], arch["choices"], {})
     m = train_arch(rec, b.source("final"), b.source("test"), seeds=b.cfg.seeds, out=b.out / "final" / name,
-                   cfg=b.cfg.final, progress=False, force=OWN_FOLDER)  # dozens of short trainings: one summary line each
+                   cfg=b.cfg.final, progress=False)  # dozens of short trainings: one summary line each
     assert m is not None
     b.say(f"  {name}: {100 * m['test_accuracy_mean']:.2f}% ± {100 * (m['test_accuracy_std'] or 0):.2f} "
           f"({len(b.cfg.seeds)} seeds, {m['wall_seconds']:.0f} s)")

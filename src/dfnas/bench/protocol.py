@@ -114,6 +114,10 @@ class Bench:
             self.store.drop(name)
             if folder is not None and folder.exists():
                 shutil.rmtree(folder)
+        # a job folder is the bench's own: one left by a killed job of the same inputs resumes
+        # inside (its own checkpoints), one of other inputs, or of a start not marked, starts over
+        if self.store.start(name, k) != k and folder is not None and folder.exists():
+            shutil.rmtree(folder)
         t0 = time.perf_counter()
         n = sum(map(len, self._seconds.values())) + 1
         self.say(f"[{n}/{max(sum(self.plan.values()), n)}] {name} ... ({_clock(t0 - self._t0)} into this call{self._eta()})")

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from dfnas.errors import DfnasError
-from dfnas.io import atomic_write_json, read_json
+from dfnas.io import atomic_write_json, atomic_write_text, read_json
 
 MARKER = ".dfnas.json"
 FORMAT = "dfnas-output"
@@ -131,10 +131,20 @@ class JobStore:
         rec = {"job": name, "key": key, "seconds": round(seconds, 2),
                "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "result": result}
         atomic_write_json(self.path(name), rec)
+        (self.folder / f".{name}.started").unlink(missing_ok=True)
         return rec
 
     def drop(self, name: str) -> None:
         self.path(name).unlink(missing_ok=True)
+
+    def start(self, name: str, key: str) -> str | None:
+        """Note that `name` starts with `key` (the mark goes with its record); returns the key of
+        an unfinished earlier start, None when there was none."""
+        mark = self.folder / f".{name}.started"
+        prev = mark.read_text() if mark.is_file() else None
+        self.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(mark, key)
+        return prev
 
     # -- workers sharing the store: a job is run by whoever creates its claim first
     def claim(self, name: str) -> bool:
