@@ -336,6 +336,35 @@ def test_a_killed_job_of_the_same_inputs_resumes_inside_its_folder(bench: tuple[
     assert not list((out / "jobs").glob(".*.started"))
 
 
+class _Stop(Exception):
+    pass
+
+
+def test_searches_run_source_by_source_in_the_configs_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A bench cut short has every algorithm on the first sources of `sources`: the search stage
+    is handed out source by source, whatever the algorithms."""
+    from dfnas.bench.protocol import Bench
+
+    order = ["noise", "real", "synthetic"]
+    seen: list[str] = []
+    stage = Bench.stage
+
+    def spy(self: Bench, specs: list) -> list:
+        names = [spec[0] for spec in specs]
+        if any(n.startswith("search-") for n in names):
+            seen.extend(n for n in names if n.startswith("search-"))
+            raise _Stop
+        return stage(self, specs)
+
+    monkeypatch.setattr(Bench, "stage", spy)
+    with pytest.raises(_Stop):
+        run_bench(quick(f"sources={json.dumps(order)}", "ranking.enabled=false"), tmp_path / "b", progress=False)
+    cfg = quick()
+    assert len(seen) == len(cfg.algos) * len(order) * cfg.search_repeats
+    ran = [re.match(r"search-[a-z]+-([a-z]+)", n).group(1) for n in seen]
+    assert ran == sorted(ran, key=order.index) and len({n.split("-")[1] for n in seen[:len(seen) // 3]}) == len(cfg.algos)
+
+
 def test_shipped_bench_config_is_the_default_and_quick_wins_over_it() -> None:
     from dfnas.config import load_yaml
 

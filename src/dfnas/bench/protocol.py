@@ -265,7 +265,7 @@ def _run_jobs(b: Bench) -> dict[str, Any]:
         cache = b.out / "ranking" / _hash(key)
         ranking_spec = [("ranking", key, lambda: jobs.ranking_job(b, r_algo, random_sets[r_algo], cache),
                          b.out / "ranking")]
-    specs, reps_of = [], []
+    specs, reps_of, src_of = [], [], []
     reps = range(cfg.search_repeats)
     for algo in cfg.algos:
         for src in cfg.sources:
@@ -277,10 +277,14 @@ def _run_jobs(b: Bench) -> dict[str, Any]:
                 specs.append((f"search-{name}", key, lambda a=algo, s=src, r=r: jobs.search_job(b, a, s, r),
                               b.out / "search" / name))
                 reps_of.append(r)
-    done_first = b.stage(ranking_spec + specs)
+                src_of.append(src)
+    # run source by source in the config's order: a bench cut short has every algorithm on its first sources
+    run_order = sorted(range(len(specs)), key=lambda i: cfg.sources.index(src_of[i]))
+    done_first = b.stage(ranking_spec + [specs[i] for i in run_order])
     ranking = done_first[0] if ranking_spec else None
+    found = dict(zip(run_order, done_first[len(ranking_spec):], strict=True))
     # records from before repeats lack the repeat
-    searches = [{**s, "repeat": r} for s, r in zip(done_first[len(ranking_spec):], reps_of, strict=True)]
+    searches = [{**found[i], "repeat": r} for i, r in enumerate(reps_of)]
     specs = []
     for algo in cfg.algos:
         # the same FLOPs budget as the searches: the largest architecture this algorithm found
