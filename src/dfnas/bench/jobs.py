@@ -11,7 +11,6 @@ they describe.
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -165,8 +164,8 @@ def final_job(b: Bench, name: str, arch: dict[str, Any]) -> dict[str, Any]:
 
 def ranking_job(b: Bench, algo: str, first: list[dict[str, Any]], cache: Path) -> dict[str, Any]:
     """Kendall tau of supernets trained on synthetic vs real data, ranking `first` and more.
-    Each trained supernet is kept in `cache` (a folder named by the job's key, so a kill
-    resumes after the last one and other inputs never load them); older keys' folders go."""
+    Each trained supernet is kept in `cache`, the job's folder, so a kill resumes after the last
+    one (`Bench.job` clears the folder when the job's inputs change)."""
     from dfnas.bench.ranking import ranking_check
     from dfnas.teachers.online import OnlineTeacher
 
@@ -175,10 +174,6 @@ def ranking_job(b: Bench, algo: str, first: list[dict[str, Any]], cache: Path) -
     s = dataclasses.replace(s, spos=dataclasses.replace(s.spos, bn_batches=r.bn_batches, val_batches=r.val_batches,
                                                         score=r.score))
     online = OnlineTeacher(b.teacher, b.source("synthetic").spec) if b.cfg.search_online_teacher else None
-    if cache.parent.is_dir():
-        for old in cache.parent.iterdir():
-            if old != cache and old.is_dir():
-                shutil.rmtree(old)
     res = ranking_check(b.source("real"), b.source("synthetic"), s, r.archs, r.steps, r.epochs,
                         first=[a["choices"] for a in first], teacher=online, reseeded=r.reseeded,
                         others={"noise": b.source("noise")} if r.noise else None, cache=cache)

@@ -262,9 +262,8 @@ def _run_jobs(b: Bench) -> dict[str, Any]:
                "first": [a["choices"] for a in random_sets[r_algo]], "paths": "valid only", "cross_seed_tau": True,
                **({"online": True} if cfg.search_online_teacher else {}),  # keeps earlier offline keys
                **({"noise": b.source("noise").identity} if cfg.ranking.noise else {})}
-        cache = b.out / "ranking" / _hash(key)
-        ranking_spec = [("ranking", key, lambda: jobs.ranking_job(b, r_algo, random_sets[r_algo], cache),
-                         b.out / "ranking")]
+        cache = b.out / "ranking"
+        ranking_spec = [("ranking", key, lambda: jobs.ranking_job(b, r_algo, random_sets[r_algo], cache), cache)]
     specs, reps_of, src_of = [], [], []
     reps = range(cfg.search_repeats)
     for algo in cfg.algos:
