@@ -609,15 +609,16 @@ def test_a_bench_folder_from_before_a_later_option_resumes(tmp_path: Path) -> No
     cfg = build_config({})
     _claim_folder(tmp_path, cfg, force=False)
     marker = next(p for p in tmp_path.iterdir() if p.name.startswith(".dfnas"))
-    rec = json.loads(marker.read_text())
+    saved = marker.read_text()
     for k, default in LATER_OPTIONS["synth"].items():
+        rec = json.loads(saved)
         rec["identity"]["config"]["synth"].pop(k, None)  # an older dfnas's folder
         marker.write_text(json.dumps(rec))
         _claim_folder(tmp_path, cfg, force=False)
         rec["identity"]["config"]["synth"][k] = default  # saved at its default
         marker.write_text(json.dumps(rec))
         _claim_folder(tmp_path, cfg, force=False)
-        rec["identity"]["config"]["synth"][k] = 0.3
+        rec["identity"]["config"]["synth"][k] = (not default) if isinstance(default, bool) else 0.3
         marker.write_text(json.dumps(rec))
         with pytest.raises(DfnasError, match="synth"):
             _claim_folder(tmp_path, cfg, force=False)

@@ -47,9 +47,12 @@ def test_bundled_run_outputs_and_rlc_targets(tmp_path, tiny_cfg, monkeypatch):
     assert torch.allclose(fresh, data["logits"], atol=1e-4)
 
     # round 0: hard labels only; round 1: targets = softmax of round 0's stored logits, same slots
+    # (a slot whose round-0 image the teacher gave another class gets its hard label back)
     r0 = data["rounds"] == 0
     assert all(s is None for _, s in seen[:2]) and all(s is not None for _, s in seen[2:])
     want = torch.softmax(data["logits"][r0], 1)
+    strays = data["logits"][r0].argmax(1) != data["labels"][r0]
+    want[strays] = torch.nn.functional.one_hot(data["labels"][r0][strays], 10).float()
     got = torch.cat([s for _, s in seen[2:]])
     assert torch.allclose(got, want, atol=1e-6)
     assert torch.equal(data["slots"][r0], data["slots"][~r0])
@@ -58,6 +61,34 @@ def test_bundled_run_outputs_and_rlc_targets(tmp_path, tiny_cfg, monkeypatch):
     x, logit, y = ds[3]
     assert x.shape == (1, 28, 28) and x.dtype == torch.float32 and y == int(data["labels"][3])
     assert torch.allclose(x, t.spec.normalize(data["images"][3:4].float() / 255)[0])
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_rlc_rounds_keep_each_slots_class_unless_asked_not_to(tmp_path, tiny_cfg, monkeypatch, keep):
+    seen: list[torch.Tensor] = []
+    original = Inverter.invert
+
+    def swap_round0(self, hard, soft, gen, on_step=None):
+        x = original(self, hard, soft, gen, on_step)
+        if soft is None:  # round 0: each slot stores its neighbour's image, of another class
+            return x.roll(1, 0)
+        seen.append(soft.clone())
+        return x
+
+    monkeypatch.setattr(Inverter, "invert", swap_round0)
+    synthesize(load_teacher("mnist-cnn"), dataclasses.replace(tiny_cfg, rlc_keep_class=keep), tmp_path / "s",
+               progress=False)
+    _, data = read_dataset(tmp_path / "s")
+    r0 = data["rounds"] == 0
+    strays = data["logits"][r0].argmax(1) != data["labels"][r0]
+    assert strays.sum() >= 10  # the swap made most round-0 images another class's
+    got = torch.cat(seen)
+    soft = torch.softmax(data["logits"][r0], 1)
+    if keep:
+        assert torch.equal(got[strays], torch.nn.functional.one_hot(data["labels"][r0][strays], 10).float())
+        assert torch.allclose(got[~strays], soft[~strays], atol=1e-6)
+    else:
+        assert torch.allclose(got, soft, atol=1e-6)
 
 
 def test_same_seed_same_data_other_seed_other_data(tmp_path, tiny_cfg):

@@ -8,7 +8,7 @@ from torch import nn
 from dfnas.data.transforms import random_affine
 from dfnas.synth.bn_stats import bn_losses, bn_reference
 from dfnas.synth.config import SynthConfig
-from dfnas.synth.engine import Inverter, lr_at, phases
+from dfnas.synth.engine import Inverter, keep_better, lr_at, phases
 from dfnas.synth.priors import l2_prior, task_loss_per_image, tv_l1, tv_l2
 from dfnas.synth.regional import box_mask, crop_resize, crop_windows, sample_boxes
 from dfnas.teachers import load_teacher
@@ -294,3 +294,16 @@ def test_jitter_shift_shows_the_teacher_black_bands_per_image_roll_wraps_the_bat
                 assert len(offsets) == 1
     finally:
         hook.remove()
+
+
+def test_kept_image_shows_its_slots_class_before_a_lower_loss():
+    x0, x1 = torch.zeros(4, 1, 2, 2), torch.ones(4, 1, 2, 2)
+    # per image: (kept wrong, cand wrong, kept loss, cand loss) -> the candidate wins?
+    wrong0 = torch.tensor([True, False, False, True])
+    wrong1 = torch.tensor([False, True, False, True])
+    loss0 = torch.tensor([0.1, 2.0, 0.5, 0.5])
+    loss1 = torch.tensor([3.0, 0.1, 0.2, 0.9])
+    x, wrong, loss = keep_better((x0, wrong0, loss0), (x1, wrong1, loss1))
+    assert x[:, 0, 0, 0].tolist() == [1.0, 0.0, 1.0, 0.0]  # right beats wrong; then the lower loss
+    assert wrong.tolist() == [False, False, False, True]
+    assert torch.equal(loss, torch.tensor([3.0, 2.0, 0.2, 0.5]))

@@ -157,7 +157,7 @@ def check_devices(obj: Any, prefix: str = "") -> None:
 # options that change results, added after folders and job records were fingerprinted without
 # them: left out of every fingerprint while at their default, so what older runs made stays valid
 LATER_OPTIONS: dict[str, dict[str, Any]] = {
-    "synth": {"color_shift": 0.0},
+    "synth": {"color_shift": 0.0, "rlc_keep_class": True},
     "search": {"zeroshot": {"refine": 0, "refine_steps": 200}},  # nested: a sub-section's options
 }
 

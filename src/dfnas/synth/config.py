@@ -58,6 +58,10 @@ class SynthConfig:
     region_ratio: tuple[float, float] = (1.0, 1.0)  # aspect ratio range of the box
     canvas_scale: float = 1.142857  # regional update's canvas relative to the input; stored resized to the input
     label_temperature: float = 1.0  # softmax temperature of the RLC soft targets
+    # A slot whose previous image the teacher gave another class starts its round from the hard
+    # label again, instead of carrying that class on (and on: round-2 agreement 0.86 on CIFAR-10,
+    # with every class's share drifting); False = the paper's chain as released
+    rlc_keep_class: bool = True
     best_every: int = 10  # check the stored-form image every N steps of the last quarter
     seed: int = 0
     device: str = "cpu"

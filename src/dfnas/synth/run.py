@@ -39,9 +39,10 @@ from dfnas.teachers.inputs import input_report
 from dfnas.teachers.probe import FeatureProbe
 
 # Bumped when the same config makes other images: 2 = loss terms free of the teacher's units
-# (docs/synth-units.md). A set begun by an older dfnas is then refused instead of resumed with
-# shards of two different losses.
-LOSS_VERSION = 2
+# (docs/synth-units.md); 3 = the stored image is the last-quarter candidate the teacher gives its
+# slot's class, before the lowest loss, and RLC rounds keep each slot's class (`rlc_keep_class`).
+# A set begun by an older dfnas is then refused instead of resumed with shards of two different losses.
+LOSS_VERSION = 3
 
 
 def fingerprint(teacher: Teacher, cfg: SynthConfig) -> str:
@@ -160,6 +161,9 @@ def _synthesize(teacher: Teacher, cfg: SynthConfig, out: str | Path, force: bool
             if prev_logits is None:
                 prev_logits = writer.read_shard(r - 1, b)["logits"]
             soft = torch.softmax(prev_logits.float() / cfg.label_temperature, dim=1)
+            if cfg.rlc_keep_class:
+                strays = prev_logits.argmax(1) != hard
+                soft[strays] = F.one_hot(hard[strays], spec.num_classes).to(soft.dtype)
         gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "synth", r, b))
 
         def on_step(step: int, terms: dict[str, torch.Tensor], r: int = r, b: int = b) -> None:
