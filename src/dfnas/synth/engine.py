@@ -207,9 +207,9 @@ Kept = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # images, teacher's clas
 
 def keep_better(kept: Kept, cand: Kept) -> Kept:
     """Per image, the better of two stored-form candidates: one the teacher gives its slot's class
-    beats one it does not, whatever the loss (near-uniform RLC targets otherwise let the stored
-    image drift to a neighbouring class: round-2 agreement 0.86 on CIFAR-10,
-    docs/results-mnist.md); between equals, the lower task loss."""
+    beats one it does not, whatever the loss (a stored image of another class is a mislabelled
+    slot, and under RLC it would hand that class to the next round); between equals, the lower
+    task loss."""
     (x0, wrong0, loss0), (x1, wrong1, loss1) = kept, cand
     better = (wrong0 & ~wrong1) | ((wrong0 == wrong1) & (loss1 < loss0))
     return (torch.where(better.view(-1, *[1] * (x0.dim() - 1)), x1, x0), torch.where(better, wrong1, wrong0),
